@@ -1,0 +1,1 @@
+"""Sub-commands of the `tctseg` CLI, one module each (discovered automatically)."""

@@ -1,0 +1,412 @@
+"""Typed configuration: dataclasses loaded from YAML, with ``--set key=value`` overrides.
+
+Every hyperparameter lives here, never as a hidden attribute of a trainer. A config file
+is a YAML mapping whose sections mirror the dataclasses below::
+
+    classes: [liver, spleen, left_kidney, right_kidney, pancreas]
+    datasets:
+      - {name: kits19, format: kits19, path: data/phantom/raw/kits19, role: train}
+    preprocessing: {spacing: [1.0, 1.0, 3.0]}
+    network: {width: 16, depth: 5, norm: batch}
+    method: {name: tct, threshold: median}
+    train: {epochs: 200, batch_size: 4, patch_size: [192, 192, 64]}
+
+Unknown keys and ill-typed values raise :class:`~tctseg.errors.ConfigError` naming the key
+(``train.epochs: expected int, got 'five'``). Strings may use ``${VAR}`` or
+``${VAR:-default}`` to read environment variables (e.g. where the shared data lives).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from tctseg.errors import ConfigError
+
+DATASET_FORMATS = (
+    "kits19",
+    "msd",
+    "chaos_nifti",
+    "chaos_dicom",
+    "btcv",
+    "word",
+    "amos",
+    "nnunet",
+)
+DATASET_ROLES = ("train", "validation", "test")
+
+
+@dataclass
+class DatasetConfig:
+    """One dataset as the user downloaded it.
+
+    ``format`` picks the converter (``kits19``, ``msd``, ``chaos_nifti``, ``chaos_dicom``,
+    ``btcv``, ``word``, ``amos``, or ``nnunet`` — the generic door for any nnU-Net-raw or
+    MSD-format dataset). ``label_map`` maps the dataset's own label ids to global class
+    names (required for ``nnunet``; overrides a converter's default elsewhere; a name of
+    ``background`` or ``ignore`` maps a label to 0). ``classes`` restricts which global
+    classes this dataset contributes as annotated (e.g. one organ per CHAOS partition).
+    ``cases`` restricts it to these case ids (in the given order); ``exclude_cases``
+    removes case ids.
+    """
+
+    name: str
+    format: str
+    path: str
+    role: str = "train"
+    modality: str | None = None
+    label_map: dict[int, str] | None = None
+    classes: list[str] | None = None
+    cases: list[str] | None = None
+    exclude_cases: list[str] | None = None
+    sampling_weight: float = 1.0
+
+
+@dataclass
+class PreprocessingConfig:
+    """Paper §4.1: RAS, CT clip/scale, MR percentile scaling, resampling (SPEC "Preprocessing")."""
+
+    spacing: tuple[float, float, float] = (1.0, 1.0, 3.0)
+    ct_clip: tuple[float, float] = (-1024.0, 1024.0)
+    mr_percentiles: tuple[float, float] = (0.5, 99.5)
+    workers: int = 2
+
+
+@dataclass
+class NetworkConfig:
+    """3D U-Net of paper Tab. 6; ``width`` 16 and ``depth`` 5 is the paper's net."""
+
+    width: int = 16
+    depth: int = 5
+    norm: str = "batch"
+    channels_last: bool = True
+
+
+@dataclass
+class MethodConfig:
+    """Which method turns a batch into a loss, and its switches (paper ablations Tab. 5, 7–9).
+
+    ``threshold``: ``median`` | ``task_mean`` | ``batch_mean`` | a float | null (no filter).
+    ``weighting``: ``uauwl`` (Eq. 7, two learned terms) | ``uwl`` (1 + N terms) | ``fixed``.
+    ``rampup_fraction``: ramp-up length of w(t) as a fraction of ``train.epochs``.
+    ``options``: method-specific extras for baselines (documented by each method).
+    """
+
+    name: str = "tct"
+    consistency: bool = True
+    threshold: Union[str, float, None] = "median"
+    confidence_filter: bool = False
+    confidence_threshold: float = 0.5
+    weighting: str = "uauwl"
+    lambda_max: float = 1.0
+    rampup_fraction: float = 0.4
+    detach_aux: bool = True
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and sampling. Defaults are the paper's (§4.1)."""
+
+    epochs: int = 200
+    iterations_per_epoch: int = 250
+    batch_size: int = 4
+    patch_size: tuple[int, int, int] = (192, 192, 64)
+    optimizer: str = "adam"
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    schedule: str = "constant"
+    seed: int = 0
+    amp: str = "auto"
+    val_every: int = 10
+    num_workers: int = 2
+    foreground_fraction: float = 0.33
+    augment: bool = True
+    max_nonfinite_steps: int = 5
+
+
+@dataclass
+class InferenceConfig:
+    """Sliding-window prediction (MONAI, Gaussian blending)."""
+
+    overlap: float = 0.5
+    sw_batch_size: int = 1
+    tta_flip: bool = False
+    largest_component: bool = False
+
+
+@dataclass
+class Config:
+    """A whole experiment: classes, datasets and every setting of every stage."""
+
+    classes: list[str]
+    datasets: list[DatasetConfig]
+    cache_dir: str = "cache"
+    output_dir: str = "runs/default"
+    preprocessing: PreprocessingConfig = field(default_factory=PreprocessingConfig)
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+
+    @property
+    def num_classes(self) -> int:
+        """N, the number of foreground classes (global ids 1..N)."""
+        return len(self.classes)
+
+    def class_id(self, name: str) -> int:
+        """Global id (1..N) of a class name."""
+        try:
+            return self.classes.index(name) + 1
+        except ValueError:
+            raise ConfigError(f"classes: unknown class {name!r}; known: {self.classes}") from None
+
+    def datasets_with_role(self, role: str) -> list[DatasetConfig]:
+        return [d for d in self.datasets if d.role == role]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, YAML/JSON-safe dict (tuples become lists)."""
+        return _plain(dataclasses.asdict(self))
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config file, apply ``key=value`` overrides, check every key and type."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config file ({e.strerror or e})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a config must be a YAML mapping, got {type(raw).__name__}")
+    try:
+        return config_from_dict(raw, overrides)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> Config:
+    """Build a checked :class:`Config` from a plain mapping (plus ``key=value`` overrides)."""
+    raw = copy.deepcopy(raw)
+    for item in overrides or []:
+        apply_override(raw, item)
+    raw = _expand_env(raw)
+    config = _build(Config, raw, "")
+    _validate(config)
+    return config
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply one ``a.b.c=value`` override in place; the value is parsed as YAML."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=5")
+    key, value_text = item.split("=", 1)
+    try:
+        value = yaml.safe_load(value_text)
+    except yaml.YAMLError:
+        value = value_text
+    parts = key.strip().split(".")
+    node: Any = raw
+    for i, part in enumerate(parts[:-1]):
+        where = ".".join(parts[: i + 1])
+        if isinstance(node, list):
+            node = node[_list_index(node, part, where)]
+        else:
+            if part not in node or node[part] is None:
+                node[part] = {}
+            node = node[part]
+        if not isinstance(node, (dict, list)):
+            raise ConfigError(f"--set {key}: {where} is not a section")
+    last = parts[-1]
+    if isinstance(node, list):
+        node[_list_index(node, last, key)] = value
+    else:
+        node[last] = value
+
+
+def _list_index(node: list, part: str, where: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(f"--set {where}: index must be 0..{len(node) - 1}")
+    return int(part)
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand_env(value: Any) -> Any:
+    if isinstance(value, str):
+        return _ENV.sub(lambda m: os.environ.get(m.group(1)) or (m.group(2) or ""), value)
+    if isinstance(value, dict):
+        return {k: _expand_env(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v) for v in value]
+    return value
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {_show(raw)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields), key=str)
+    if unknown:
+        key = f"{where}.{unknown[0]}" if where else str(unknown[0])
+        raise ConfigError(f"{key}: unknown key (known here: {', '.join(fields)})")
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{where}.{name}" if where else name
+        if name in raw:
+            kwargs[name] = _coerce(raw[name], hints[name], key)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{key}: required key is missing")
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if hint is Any:
+        return value
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as e:
+                errors.append(str(e))
+        names = " or ".join(_type_name(a) for a in args)
+        raise ConfigError(f"{key}: expected {names}, got {_show(value)}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {_show(value)}")
+        return [_coerce(v, args[0], f"{key}.{i}") for i, v in enumerate(value)]
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list of {len(args)}, got {_show(value)}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{key}.{i}") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(v, a, f"{key}.{i}") for i, (v, a) in enumerate(zip(value, args)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {_show(value)}")
+        return {
+            _coerce(k, args[0], f"{key}.{k}"): _coerce(v, args[1], f"{key}.{k}")
+            for k, v in value.items()
+        }
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
+            return int(value)
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"{key}: expected {_type_name(hint)}, got {_show(value)}")
+
+
+def _validate(config: Config) -> None:
+    if not config.classes:
+        raise ConfigError("classes: at least one class is needed")
+    if len(set(config.classes)) != len(config.classes):
+        raise ConfigError(f"classes: duplicate names in {config.classes}")
+    names = set()
+    for i, d in enumerate(config.datasets):
+        key = f"datasets.{i}"
+        if d.name in names:
+            raise ConfigError(f"{key}.name: duplicate dataset name {d.name!r}")
+        names.add(d.name)
+        if d.format not in DATASET_FORMATS:
+            raise ConfigError(f"{key}.format: {d.format!r} is not one of {', '.join(DATASET_FORMATS)}")
+        if d.role not in DATASET_ROLES:
+            raise ConfigError(f"{key}.role: {d.role!r} is not one of {', '.join(DATASET_ROLES)}")
+        if d.modality is not None and d.modality not in ("CT", "MR"):
+            raise ConfigError(f"{key}.modality: {d.modality!r} is not CT or MR")
+        for c in (d.classes or []) + [v for v in (d.label_map or {}).values() if v not in ("background", "ignore")]:
+            if c not in config.classes:
+                raise ConfigError(f"{key}: class {c!r} is not in classes {config.classes}")
+        if d.sampling_weight <= 0:
+            raise ConfigError(f"{key}.sampling_weight: must be > 0, got {d.sampling_weight}")
+    t = config.train
+    for name in ("epochs", "iterations_per_epoch", "batch_size", "val_every"):
+        if getattr(t, name) < 1:
+            raise ConfigError(f"train.{name}: must be >= 1, got {getattr(t, name)}")
+    if any(p < 1 for p in t.patch_size):
+        raise ConfigError(f"train.patch_size: every size must be >= 1, got {list(t.patch_size)}")
+    if t.lr <= 0:
+        raise ConfigError(f"train.lr: must be > 0, got {t.lr}")
+    if t.amp not in ("auto", "bf16", "fp16", "off"):
+        raise ConfigError(f"train.amp: {t.amp!r} is not one of auto, bf16, fp16, off")
+    if t.schedule not in ("constant", "poly", "cosine"):
+        raise ConfigError(f"train.schedule: {t.schedule!r} is not one of constant, poly, cosine")
+    if t.optimizer not in ("adam", "adamw", "sgd"):
+        raise ConfigError(f"train.optimizer: {t.optimizer!r} is not one of adam, adamw, sgd")
+    if not 0.0 <= t.foreground_fraction <= 1.0:
+        raise ConfigError(f"train.foreground_fraction: must be in [0, 1], got {t.foreground_fraction}")
+    n = config.network
+    if n.width < 1 or n.depth < 2:
+        raise ConfigError(f"network: width must be >= 1 and depth >= 2, got {n.width}, {n.depth}")
+    if n.norm not in ("batch", "instance", "group", "none"):
+        raise ConfigError(f"network.norm: {n.norm!r} is not one of batch, instance, group, none")
+    m = config.method
+    if isinstance(m.threshold, str) and m.threshold not in ("median", "task_mean", "batch_mean"):
+        raise ConfigError(f"method.threshold: {m.threshold!r} is not median, task_mean, batch_mean, a number or null")
+    if m.weighting not in ("uauwl", "uwl", "fixed"):
+        raise ConfigError(f"method.weighting: {m.weighting!r} is not one of uauwl, uwl, fixed")
+    if not 0.0 <= m.rampup_fraction <= 1.0:
+        raise ConfigError(f"method.rampup_fraction: must be in [0, 1], got {m.rampup_fraction}")
+    p = config.preprocessing
+    if any(s <= 0 for s in p.spacing):
+        raise ConfigError(f"preprocessing.spacing: every spacing must be > 0, got {list(p.spacing)}")
+    if not 0.0 <= config.inference.overlap < 1.0:
+        raise ConfigError(f"inference.overlap: must be in [0, 1), got {config.inference.overlap}")
+
+
+def _type_name(hint: Any) -> str:
+    if hint is type(None):
+        return "null"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) < 60 else text[:57] + "..."
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
