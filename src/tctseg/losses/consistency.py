@@ -1,0 +1,131 @@
+"""Task consistency between the main head and the auxiliary task heads — paper Eq. 5–6, with
+IoU consistency filtering (§3.4, thresholds of Tab. 7) and the entropy-confidence filter of
+Tab. 8 as an option."""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Union
+
+import torch
+
+Threshold = Union[str, float, None]
+THRESHOLDS = ("median", "task_mean", "batch_mean")
+
+
+class ConsistencyTerms(NamedTuple):
+    """All ``[B, N]``: ``terms`` the per-class MSE of Eq. 6, ``iou`` between the two heads'
+    masks, ``keep`` the bool filter, ``confidence`` the ATHs' mean entropy confidence."""
+
+    terms: torch.Tensor
+    iou: torch.Tensor
+    keep: torch.Tensor
+    confidence: torch.Tensor
+
+    @property
+    def loss(self) -> torch.Tensor:
+        """``(1/B) Σ_b Σ_j keep[b, j] · terms[b, j]`` (Eq. 6, averaged over the batch)."""
+        return (self.terms * self.keep.to(self.terms.dtype)).sum(1).mean()
+
+
+def consistency_terms(
+    main_probs: torch.Tensor,
+    aux_probs: torch.Tensor,
+    threshold: Threshold = "median",
+    detach_aux: bool = True,
+    confidence_threshold: float | None = None,
+) -> ConsistencyTerms:
+    """Per-sample, per-class consistency terms and the filter that keeps them (Eq. 5–6).
+
+    For every sample b and EVERY class j (annotated or not):
+    ``terms[b, j] = (1/(2·N_v)) Σ_i [(q^0_i − g^0_i)² + (q^j_i − g^j_i)²]`` with the main
+    head's binary view ``(q^0, q^j) = (1 − p^j, p^j)`` and ATH j's ``(g^0, g^j)``.
+    ``iou[b, j]`` compares the masks ``argmax_n p == j`` and ``g^j > g^0`` (1 when both are
+    empty). ``keep = iou ≥ θ`` with θ from ``threshold``:
+    ``"median"`` θ_b = median_j iou[b, :] (mean of the two middle values for an even N);
+    ``"task_mean"`` θ_b = mean_j iou[b, :]; ``"batch_mean"`` θ_j = mean_b iou[:, j];
+    a float: fixed θ; ``None``: every term kept. With ``confidence_threshold`` (Tab. 8: 0.5)
+    a term is kept only where ATH j's mean confidence ``1 − H(g_j)/log 2`` reaches it too.
+
+    The filter carries no gradient; with ``detach_aux`` (default) the ATHs act as teachers
+    and receive no gradient from this loss.
+
+    Args:
+        main_probs: ``[B, N+1, *S]`` softmax over dim 1.
+        aux_probs: ``[B, N, 2, *S]`` softmax over dim 2.
+    Returns:
+        :class:`ConsistencyTerms` with ``[B, N]`` tensors.
+    """
+    n = aux_probs.shape[1]
+    if main_probs.shape[1] != n + 1 or main_probs.shape[2:] != aux_probs.shape[3:] or aux_probs.shape[2] != 2:
+        raise ValueError(
+            f"main_probs {tuple(main_probs.shape)} must be [B, N+1, *S] and aux_probs "
+            f"{tuple(aux_probs.shape)} [B, N, 2, *S] with the same B, N and *S"
+        )
+    if detach_aux:
+        aux_probs = aux_probs.detach()
+    spatial = tuple(range(2, main_probs.ndim))
+    p_fg = main_probs[:, 1:]  # [B, N, *S]
+    g_bg, g_fg = aux_probs[:, :, 0], aux_probs[:, :, 1]
+    squared = ((1.0 - p_fg) - g_bg) ** 2 + (p_fg - g_fg) ** 2
+    terms = squared.mean(spatial) / 2.0  # (1 / (2·N_v)) Σ_i
+
+    with torch.no_grad():
+        main_mask = torch.nn.functional.one_hot(main_probs.argmax(1), n + 1).movedim(-1, 1)[:, 1:].bool()
+        aux_mask = g_fg > g_bg
+        intersection = (main_mask & aux_mask).sum(spatial).to(terms.dtype)
+        union = (main_mask | aux_mask).sum(spatial).to(terms.dtype)
+        iou = torch.where(union > 0, intersection / union.clamp_min(1), torch.ones_like(union))
+        keep = _iou_filter(iou, threshold)
+        confidence = _entropy_confidence(aux_probs, spatial)
+        if confidence_threshold is not None:
+            keep = keep & (confidence >= confidence_threshold)
+    return ConsistencyTerms(terms, iou, keep, confidence)
+
+
+def consistency_loss(
+    main_probs: torch.Tensor,
+    aux_probs: torch.Tensor,
+    threshold: Threshold = "median",
+    detach_aux: bool = True,
+    confidence_threshold: float | None = None,
+) -> torch.Tensor:
+    """Task consistency loss — paper Eq. 5–6 (SPEC): ``(1/B) Σ_b Σ_j keep[b, j]·terms[b, j]``.
+
+    See :func:`consistency_terms` for the terms, the IoU filter (``threshold`` one of
+    ``"median"``, ``"task_mean"``, ``"batch_mean"``, a float, or None) and the optional
+    entropy-confidence filter.
+
+    Args:
+        main_probs: ``[B, N+1, *S]`` softmax over dim 1.
+        aux_probs: ``[B, N, 2, *S]`` softmax over dim 2.
+    Returns:
+        Scalar loss.
+    """
+    return consistency_terms(main_probs, aux_probs, threshold, detach_aux, confidence_threshold).loss
+
+
+def _iou_filter(iou: torch.Tensor, threshold: Threshold) -> torch.Tensor:
+    if threshold is None:
+        return torch.ones_like(iou, dtype=torch.bool)
+    if isinstance(threshold, str):
+        if threshold == "median":
+            # torch.quantile interpolates linearly: for q = 0.5 that is numpy's median
+            theta = torch.quantile(iou, 0.5, dim=1, keepdim=True)
+        elif threshold == "task_mean":
+            theta = iou.mean(1, keepdim=True)
+        elif threshold == "batch_mean":
+            theta = iou.mean(0, keepdim=True)
+        else:
+            raise ValueError(f"threshold {threshold!r} is not one of {', '.join(THRESHOLDS)}, a float or None")
+        return iou >= theta
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        raise ValueError(f"threshold {threshold!r} is not one of {', '.join(THRESHOLDS)}, a float or None")
+    return iou >= float(threshold)
+
+
+def _entropy_confidence(aux_probs: torch.Tensor, spatial: tuple[int, ...]) -> torch.Tensor:
+    """Mean over voxels of ``1 − H(g)/log 2`` per sample and head: ``[B, N]`` in [0, 1]."""
+    p = aux_probs.clamp_min(1e-12)
+    entropy = -(p * p.log()).sum(2)  # [B, N, *S]
+    return 1.0 - entropy.mean(spatial) / math.log(2.0)

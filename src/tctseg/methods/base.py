@@ -1,0 +1,60 @@
+"""The interface every method implements."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+from torch import nn
+
+from tctseg.network import SegmentationNetwork
+
+if TYPE_CHECKING:
+    from tctseg.config import Config
+
+
+@dataclass
+class LossOutput:
+    """``total``: the scalar to back-propagate. ``parts``: named scalars for logging (tensors,
+    detached, so that logging them costs no host-device synchronisation inside the step)."""
+
+    total: torch.Tensor
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Method(nn.Module):
+    """A training method: owns its network and any learnable loss parameters.
+
+    Subclasses set ``name`` and ``description``, build ``self.network`` in ``__init__`` and
+    implement :meth:`forward`. DDP wraps the whole method, so learnable loss weights are
+    synchronised like network weights; a checkpoint holds ``method.state_dict()``.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    network: nn.Module
+
+    @classmethod
+    def from_config(cls, config: Config) -> Method:
+        raise NotImplementedError
+
+    def forward(self, batch: dict[str, torch.Tensor], epoch: int) -> LossOutput:
+        """batch: ``image`` ``[B, 1, *S]``, ``labels`` ``[B, *S]``, ``annotated`` ``[B, N]``."""
+        raise NotImplementedError
+
+    def predict_logits(self, image: torch.Tensor) -> torch.Tensor:
+        """Inference: ``[B, 1, *S]`` → main-head logits ``[B, N+1, *S]`` (auxiliary heads not run)."""
+        return self.network(image, aux=False).main_logits
+
+
+def build_network(config: Config, aux_heads: bool) -> SegmentationNetwork:
+    """The shared 3D U-Net with the heads a method asks for, sized by ``config.network``."""
+    net = config.network
+    return SegmentationNetwork(
+        num_classes=config.num_classes,
+        width=net.width,
+        depth=net.depth,
+        norm=net.norm,
+        aux_heads=aux_heads,
+    )

@@ -1,0 +1,38 @@
+"""Name → method class. ``@register_method`` adds one; ``build_method(config)`` builds it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tctseg.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tctseg.config import Config
+    from tctseg.methods.base import Method
+
+_METHODS: dict[str, type[Method]] = {}
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    """Class decorator: make ``cls`` available under ``cls.name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    _METHODS[cls.name] = cls
+    return cls
+
+
+def available_methods() -> dict[str, str]:
+    """Registered method names with their one-line descriptions."""
+    return {name: cls.description for name, cls in sorted(_METHODS.items())}
+
+
+def method_class(name: str) -> type[Method]:
+    try:
+        return _METHODS[name]
+    except KeyError:
+        raise ConfigError(f"method.name: unknown method {name!r}; available: {', '.join(sorted(_METHODS))}") from None
+
+
+def build_method(config: Config) -> Method:
+    """Build the method named by ``config.method.name`` (with its network) from the config."""
+    return method_class(config.method.name).from_config(config)

@@ -1,0 +1,103 @@
+"""The 3D U-Net backbone of paper Tab. 6 (SPEC "Network"), built from width and depth.
+
+With ``width=16, depth=5`` the convolutions are exactly Tab. 6's::
+
+    encoder   {1,16}{16,16} | {16,16}{16,32} | {32,32}{32,64} | {64,64}{64,128}
+    bottleneck {128,128}{128,256}
+    decoder   {384,128}{128,128} | {192,64}{64,64} | {96,32}{32,32} | {48,16}{16,16}
+
+Stage s of the encoder doubles the channels in its second conv (stage 1 only lifts the
+input to ``width``); 2×2×2 max-pool goes down, trilinear ×2 goes up, skips concatenate.
+The backbone knows nothing of heads or losses: it returns the last decoder feature map.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+NORMS = ("batch", "instance", "group", "none")
+
+
+def make_norm(kind: str, channels: int) -> nn.Module:
+    """Normalisation layer by name: ``batch`` | ``instance`` | ``group`` | ``none``."""
+    if kind == "batch":
+        return nn.BatchNorm3d(channels)
+    if kind == "instance":
+        return nn.InstanceNorm3d(channels, affine=True)
+    if kind == "group":
+        return nn.GroupNorm(min(8, channels), channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm {kind!r}; expected one of {', '.join(NORMS)}")
+
+
+class ConvBlock(nn.Sequential):
+    """Two 3×3×3 convolutions, each followed by norm and ReLU: in → mid → out channels."""
+
+    def __init__(self, in_channels: int, mid_channels: int, out_channels: int, norm: str):
+        super().__init__(
+            nn.Conv3d(in_channels, mid_channels, 3, padding=1),
+            make_norm(norm, mid_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv3d(mid_channels, out_channels, 3, padding=1),
+            make_norm(norm, out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class UNet3D(nn.Module):
+    """3D U-Net backbone: image ``[B, in_channels, X, Y, Z]`` → features ``[B, width, X, Y, Z]``.
+
+    Any spatial size works: inputs are zero-padded at the far end of each axis up to a
+    multiple of ``2**(depth-1)`` (the total down-sampling) and the output is cropped back,
+    so the returned map always has the input's spatial shape.
+    """
+
+    def __init__(self, in_channels: int = 1, width: int = 16, depth: int = 5, norm: str = "batch"):
+        super().__init__()
+        if depth < 2:
+            raise ValueError(f"depth must be >= 2, got {depth}")
+        self.width = width
+        self.depth = depth
+        # encoder stage outputs: width, 2·width, 4·width, ...; the bottleneck doubles once more
+        skips = [width * 2**s for s in range(depth - 1)]
+        self.encoder = nn.ModuleList()
+        channels = in_channels
+        for s, out in enumerate(skips):
+            mid = width if s == 0 else channels
+            self.encoder.append(ConvBlock(channels, mid, out, norm))
+            channels = out
+        self.bottleneck = ConvBlock(channels, channels, channels * 2, norm)
+        channels *= 2
+        self.decoder = nn.ModuleList()
+        for skip in reversed(skips):
+            self.decoder.append(ConvBlock(channels + skip, skip, skip, norm))
+            channels = skip
+        self.out_channels = width
+
+    @property
+    def divisor(self) -> int:
+        """Spatial sizes that are multiples of this need no padding."""
+        return 2 ** (self.depth - 1)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        spatial = image.shape[2:]
+        pad = [(-size) % self.divisor for size in spatial]
+        if any(pad):
+            # F.pad takes the last axis first: (Z_lo, Z_hi, Y_lo, Y_hi, X_lo, X_hi)
+            image = F.pad(image, [p for axis_pad in reversed(pad) for p in (0, axis_pad)])
+        x = image
+        skips = []
+        for stage in self.encoder:
+            x = stage(x)
+            skips.append(x)
+            x = F.max_pool3d(x, 2)
+        x = self.bottleneck(x)
+        for stage, skip in zip(self.decoder, reversed(skips)):
+            x = F.interpolate(x, size=skip.shape[2:], mode="trilinear", align_corners=False)
+            x = stage(torch.cat([x, skip], dim=1))
+        if any(pad):
+            x = x[(..., *(slice(0, size) for size in spatial))]
+        return x
