@@ -1,0 +1,81 @@
+import pytest
+import yaml
+
+from tctseg.config import config_from_dict, load_config
+from tctseg.errors import ConfigError
+
+BASE = {
+    "classes": ["liver", "spleen"],
+    "datasets": [{"name": "msd_liver", "format": "msd", "path": "data/Task03_Liver", "classes": ["liver"]}],
+}
+
+
+def test_defaults_are_the_papers():
+    config = config_from_dict(BASE)
+    assert config.train.epochs == 200 and config.train.batch_size == 4
+    assert config.train.patch_size == (192, 192, 64) and config.train.lr == 1e-4
+    assert config.preprocessing.spacing == (1.0, 1.0, 3.0)
+    assert config.method.threshold == "median" and config.method.weighting == "uauwl"
+    assert config.num_classes == 2 and config.class_id("spleen") == 2
+
+
+def test_overrides_are_typed():
+    config = config_from_dict(BASE, ["train.epochs=5", "train.patch_size=[64, 64, 32]", "method.threshold=0.5",
+                                     "datasets.0.role=test", "method.threshold=null"])
+    assert config.train.epochs == 5 and config.train.patch_size == (64, 64, 32)
+    assert config.method.threshold is None and config.datasets[0].role == "test"
+    assert config_from_dict(BASE, ["method.threshold=0.5"]).method.threshold == 0.5
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.epoch=5", "train.epoch: unknown key"),
+        ("train.epochs=five", "train.epochs: expected int, got 'five'"),
+        ("train.patch_size=[1, 2]", "train.patch_size: expected 3 values"),
+        ("method.threshold=mean", "method.threshold: 'mean' is not median"),
+        ("datasets.0.format=nifti", "datasets.0.format: 'nifti' is not one of"),
+        ("datasets.3.role=test", "--set datasets.3"),
+        ("train.lr=-1", "train.lr: must be > 0"),
+        ("train.epochs", "expected KEY=VALUE"),
+        ("network.norm=layer", "network.norm"),
+        ("datasets.0.classes=[kidney]", "class 'kidney' is not in classes"),
+    ],
+)
+def test_bad_keys_and_values_are_named(override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        config_from_dict(BASE, [override])
+
+
+def test_load_config_names_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("classes: [liver]\ndatasets: []\ntrain: {epochs: [1]}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: train.epochs: expected int"):
+        load_config(bad)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("classes: [liver\n")
+    with pytest.raises(ConfigError, match="broken.yaml: not valid YAML"):
+        load_config(broken)
+    with pytest.raises(ConfigError, match="missing.yaml: cannot read"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="classes: required key is missing"):
+        config_from_dict({"datasets": []})
+
+
+def test_environment_variables_and_round_trip(tmp_path, monkeypatch):
+    monkeypatch.setenv("TCTSEG_TEST_ROOT", "/data/here")
+    raw = dict(BASE, datasets=[dict(BASE["datasets"][0], path="${TCTSEG_TEST_ROOT}/Task03_Liver")],
+               cache_dir="${TCTSEG_NOT_SET:-cache/default}")
+    config = config_from_dict(raw)
+    assert config.datasets[0].path == "/data/here/Task03_Liver" and config.cache_dir == "cache/default"
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config.to_dict()))
+    assert load_config(path) == config
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    for path in configs:
+        load_config(path)

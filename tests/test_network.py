@@ -1,0 +1,86 @@
+import pytest
+import torch
+
+from tctseg.network import SegmentationNetwork, UNet3D, count_parameters
+
+
+def test_paper_configuration_has_4_12_million_parameters():
+    net = SegmentationNetwork(num_classes=5)  # width 16, depth 5: paper Tab. 6
+    backbone_and_msh = count_parameters(net.backbone) + count_parameters(net.main_head)
+    conv_only = count_parameters(net.backbone, include_norm=False) + count_parameters(net.main_head, include_norm=False)
+    assert abs(backbone_and_msh - 4.12e6) / 4.12e6 < 0.005
+    assert abs(conv_only - 4.12e6) / 4.12e6 < 0.005
+    # each ATH is one 3×3×3 conv 16 → 2: 2·16·27 + 2 = 866 parameters
+    ath = count_parameters(net.aux_heads)
+    print(f"backbone+MSH {backbone_and_msh:,} (conv only {conv_only:,}); ATHs {ath:,} = 5 × {ath // 5}")
+    assert ath == 5 * 866
+
+
+def test_paper_convolution_channels_follow_table_6():
+    convs = [m for m in UNet3D().modules() if isinstance(m, torch.nn.Conv3d)]
+    pairs = [(c.in_channels, c.out_channels) for c in convs]
+    assert pairs == [
+        (1, 16), (16, 16), (16, 16), (16, 32), (32, 32), (32, 64), (64, 64), (64, 128),
+        (128, 128), (128, 256),
+        (384, 128), (128, 128), (192, 64), (64, 64), (96, 32), (32, 32), (48, 16), (16, 16),
+    ]
+
+
+def test_training_returns_main_and_auxiliary_logits():
+    net = SegmentationNetwork(num_classes=3, width=4, depth=3).train()
+    out = net(torch.randn(2, 1, 16, 16, 8))
+    assert out.main_logits.shape == (2, 4, 16, 16, 8)
+    assert out.aux_logits.shape == (2, 3, 2, 16, 16, 8)
+
+
+def test_auxiliary_heads_are_not_run_at_inference():
+    net = SegmentationNetwork(num_classes=3, width=4, depth=3)
+    calls = []
+    net.aux_heads.register_forward_hook(lambda *args: calls.append(1))
+    net.eval()
+    with torch.no_grad():
+        out = net(torch.randn(1, 1, 16, 16, 8))
+    assert out.aux_logits is None and calls == []
+    net(torch.randn(1, 1, 16, 16, 8), aux=True)
+    assert calls == [1]
+
+
+def test_grouped_auxiliary_heads_equal_separate_binary_convolutions():
+    net = SegmentationNetwork(num_classes=3, width=4, depth=3)
+    features = torch.randn(1, 4, 6, 6, 4)
+    together = net.aux_heads(features)
+    weight, bias = net.aux_heads.conv.weight, net.aux_heads.conv.bias
+    for j in range(3):
+        alone = torch.nn.functional.conv3d(features, weight[2 * j : 2 * j + 2], bias[2 * j : 2 * j + 2], padding=1)
+        torch.testing.assert_close(together[:, j], alone)
+
+
+@pytest.mark.parametrize("shape", [(17, 9, 5), (33, 16, 7), (1, 1, 1)])
+def test_odd_spatial_sizes_keep_their_shape(shape):
+    net = SegmentationNetwork(num_classes=2, width=4, depth=4).eval()
+    with torch.no_grad():
+        out = net(torch.randn(1, 1, *shape))
+    assert out.main_logits.shape == (1, 3, *shape)
+
+
+def test_network_without_aux_heads_refuses_aux():
+    net = SegmentationNetwork(num_classes=2, width=4, depth=3, aux_heads=False)
+    with pytest.raises(ValueError, match="without auxiliary"):
+        net(torch.randn(1, 1, 8, 8, 8), aux=True)
+
+
+@pytest.mark.parametrize("norm", ["batch", "instance", "group", "none"])
+def test_norms(norm):
+    net = SegmentationNetwork(num_classes=2, width=8, depth=3, norm=norm)
+    assert net(torch.randn(2, 1, 8, 8, 8)).main_logits.shape == (2, 3, 8, 8, 8)
+
+
+def test_channels_last_gives_the_same_result():
+    torch.manual_seed(0)
+    net = SegmentationNetwork(num_classes=2, width=4, depth=3).eval()
+    x = torch.randn(1, 1, 16, 16, 8)
+    with torch.no_grad():
+        plain = net(x).main_logits
+        net_cl = net.to(memory_format=torch.channels_last_3d)
+        fast = net_cl(x.contiguous(memory_format=torch.channels_last_3d)).main_logits
+    torch.testing.assert_close(plain, fast, rtol=1e-4, atol=1e-5)
