@@ -15,4 +15,4 @@ def test_readme_python_examples_run():
     for block in blocks:
         exec(compile(block, "README.md", "exec"), namespace)
     assert torch.isfinite(namespace["loss"]) and torch.isfinite(namespace["result"].total)
-    assert namespace["organs"].shape == (2, 96, 96, 32)
+    assert namespace["organs"].shape == (2, 64, 64, 32)
