@@ -185,7 +185,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     """Read a YAML config file, apply ``key=value`` overrides, check every key and type."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config file ({e.strerror or e})") from None
     try:

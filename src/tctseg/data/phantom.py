@@ -576,9 +576,9 @@ def write_phantom(out_dir: str | Path, size: str = "demo", seed: int = 0, *, ove
             if dataset_dir in _MSD_DESCRIPTION:
                 (staging / dataset_dir / "imagesTs").mkdir()
                 text = json.dumps(_msd_dataset_json(dataset_dir, names), indent=4)
-                (staging / dataset_dir / "dataset.json").write_text(text + "\n")
+                (staging / dataset_dir / "dataset.json").write_text(text + "\n", encoding="utf-8")
         counts_text = ", ".join(f"{d} {n}" for d, n in counts.items())
-        (staging / "README.md").write_text(_README.format(size=size, seed=seed, counts=counts_text))
+        (staging / "README.md").write_text(_README.format(size=size, seed=seed, counts=counts_text), encoding="utf-8")
         for entry in (*DATASET_DIRS, "README.md"):
             target = out_dir / entry
             if target.is_dir():

@@ -1,0 +1,57 @@
+"""WORD (Whole abdominal ORgan Dataset, Luo et al. 2022), a fully labelled CT test set.
+
+Layout of the release: ``imagesTr/labelsTr``, ``imagesVal/labelsVal``, ``imagesTs/labelsTs``
+holding ``word_XXXX.nii.gz`` (all three splits are read). Labels (HiLab-git/WORD README and
+A-Eval's ``label_systems.py``): 1 liver, 2 spleen, 3 left kidney, 4 right kidney, 5 stomach,
+6 gallbladder, 7 esophagus, 8 pancreas, 9 duodenum, 10 colon, 11 intestine, 12 adrenal,
+13 rectum, 14 bladder, 15 left femoral head, 16 right femoral head. Note the kidneys are the
+other way round from BTCV/AMOS. A ``dataset.json`` beside the folders, where present, wins.
+"""
+
+from __future__ import annotations
+
+from tctseg.config import DatasetConfig
+from tctseg.data.conversion.common import (
+    SourceCase,
+    build_mapping,
+    dataset_root,
+    labels_from_dataset_json,
+    make_cases,
+    paired_cases,
+    read_dataset_json,
+)
+
+WORD_LABELS = {
+    0: "background",
+    1: "liver",
+    2: "spleen",
+    3: "left_kidney",
+    4: "right_kidney",
+    5: "stomach",
+    6: "gallbladder",
+    7: "esophagus",
+    8: "pancreas",
+    9: "duodenum",
+    10: "colon",
+    11: "intestine",
+    12: "adrenal",
+    13: "rectum",
+    14: "bladder",
+    15: "left_femoral_head",
+    16: "right_femoral_head",
+}
+SPLITS = (("imagesTr", "labelsTr"), ("imagesVal", "labelsVal"), ("imagesTs", "labelsTs"))
+
+
+def find_cases(dataset: DatasetConfig, classes: list[str]) -> list[SourceCase]:
+    root = dataset_root(dataset)
+    if (root / "dataset.json").exists():
+        labels, source = labels_from_dataset_json(read_dataset_json(root), root / "dataset.json"), "dataset.json"
+    else:
+        labels, source = WORD_LABELS, "the WORD label list"
+    mapping = build_mapping(labels, dataset, classes, source=source)
+    triples = []
+    for images, labels_dir in SPLITS:
+        if (root / images).is_dir():
+            triples += paired_cases(root / images, root / labels_dir, ".nii.gz", channel_suffix=False)
+    return make_cases(dataset, triples, dataset.modality or "CT", mapping)

@@ -1,0 +1,228 @@
+"""Reading and writing volumes (NIfTI files and DICOM series) with the checks every input needs.
+
+A :class:`Volume` holds the voxel array in the FILE's own voxel order ``[X, Y, Z]`` and the
+4×4 affine that maps voxel indices to RAS+ world millimetres (nibabel's convention: +x to
+the patient's Right, +y Anterior, +z Superior). DICOM/ITK geometry is LPS+, so its first two
+world axes are negated on the way in.
+
+Every problem a user can cause is a :class:`~tctseg.errors.DataError` naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import nibabel as nib
+import numpy as np
+
+from tctseg.errors import DataError, OutputError
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+@dataclass
+class Volume:
+    """One 3D volume: ``array`` [X, Y, Z] in file voxel order, ``affine`` 4×4 voxel → RAS mm."""
+
+    array: np.ndarray
+    affine: np.ndarray
+    path: Path
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.array.shape)  # type: ignore[return-value]
+
+    @property
+    def spacing(self) -> tuple[float, float, float]:
+        """Voxel size in mm along each array axis (length of each affine column)."""
+        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore[return-value]
+
+
+def is_nifti(path: Path) -> bool:
+    return path.name.endswith(NIFTI_SUFFIXES)
+
+
+def load_volume(path: str | Path, *, integer: bool = False) -> Volume:
+    """Read a NIfTI file or a DICOM series folder and check it is a usable 3D volume.
+
+    Images come back as float32; with ``integer=True`` (labels) the stored integer dtype is
+    kept (float files must hold whole numbers). Raises DataError for unreadable or truncated
+    files, 2D/4D data, empty dimensions, NaN/inf voxels, and a zero or singular geometry.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    if path.is_dir():
+        array, affine = _read_dicom_series(path)
+    elif is_nifti(path):
+        array, affine = _read_nifti(path, integer)
+    else:
+        raise DataError(f"{path}: not a NIfTI file (.nii, .nii.gz) or a DICOM series folder")
+    array = _as_3d(array, path)
+    _check_affine(affine, path)
+    if integer:
+        array = _as_integer(array, path)
+    else:
+        array = np.asarray(array, dtype=np.float32)
+        if not np.isfinite(array).all():
+            bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+            raise DataError(f"{path}: {bad} voxels are NaN or infinite")
+    return Volume(array=array, affine=affine, path=path)
+
+
+def load_label(path: str | Path, reference: Volume | None = None) -> np.ndarray:
+    """Read an integer label volume [X, Y, Z]; with ``reference`` check it matches that image's grid."""
+    label = load_volume(path, integer=True)
+    if reference is not None:
+        check_same_grid(label.array.shape, label.affine, reference, Path(path))
+    return label.array
+
+
+def check_same_grid(shape: tuple[int, ...], affine: np.ndarray, reference: Volume, path: Path) -> None:
+    """Raise DataError unless (shape, affine) equal the reference image's grid."""
+    if tuple(shape) != reference.shape:
+        raise DataError(
+            f"{path}: label shape {list(shape)} differs from image shape "
+            f"{list(reference.shape)} ({reference.path.name})"
+        )
+    # 1e-3 mm tolerance: headers written by different tools round the affine differently
+    if not np.allclose(affine, reference.affine, atol=1e-3, rtol=1e-4):
+        raise DataError(
+            f"{path}: label geometry (affine) differs from the image's ({reference.path.name}):\n"
+            f"label {np.round(affine, 3).tolist()}\nimage {np.round(reference.affine, 3).tolist()}"
+        )
+
+
+def save_nifti(
+    array: np.ndarray,
+    affine: np.ndarray,
+    path: str | Path,
+    dtype: np.dtype | type | None = None,
+    protect: Iterable[str | Path] = (),
+) -> Path:
+    """Write ``array`` [X, Y, Z] with ``affine`` as NIfTI, atomically (temp file, then rename).
+
+    Refuses (OutputError) to write over any path in ``protect`` (the inputs).
+    """
+    path = Path(path)
+    target = path.resolve()
+    for p in protect:
+        if Path(p).resolve() == target:
+            raise OutputError(f"{path}: refusing to write over an input file")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = np.asarray(array if dtype is None else np.asarray(array).astype(dtype))
+    image = nib.Nifti1Image(data, np.asarray(affine, dtype=np.float64))
+    image.set_qform(image.affine, code=1)
+    image.set_sform(image.affine, code=1)
+    suffix = ".nii.gz" if path.name.endswith(".gz") else ".nii"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        nib.save(image, tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
+    return path
+
+
+# --------------------------------------------------------------------------- readers
+
+
+def _read_nifti(path: Path, integer: bool) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        image = nib.load(str(path))
+        if integer:
+            array = np.asanyarray(image.dataobj)
+        else:
+            array = image.get_fdata(dtype=np.float32)
+        affine = np.asarray(image.affine, dtype=np.float64)
+    except (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError, zlib.error) as e:
+        raise DataError(f"{path}: cannot read NIfTI file, it may be truncated or corrupt ({e})") from None
+    return array, affine
+
+
+def read_dicom_series_itk(folder: Path):
+    """The SimpleITK image of the one DICOM series in ``folder`` plus its slice file names (in ITK order)."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageSeriesReader()
+    try:
+        series = reader.GetGDCMSeriesIDs(str(folder))
+    except RuntimeError as e:
+        raise DataError(f"{folder}: cannot scan for DICOM series ({e})") from None
+    if not series:
+        raise DataError(f"{folder}: no DICOM series found in this folder")
+    if len(series) > 1:
+        raise DataError(f"{folder}: holds {len(series)} DICOM series; put each series in its own folder")
+    files = reader.GetGDCMSeriesFileNames(str(folder), series[0])
+    reader.SetFileNames(files)
+    try:
+        image = reader.Execute()
+    except RuntimeError as e:
+        raise DataError(f"{folder}: cannot read DICOM series ({str(e).strip().splitlines()[-1]})") from None
+    return image, list(files)
+
+
+def itk_to_ras_affine(image) -> np.ndarray:
+    """4×4 voxel (i, j, k) → RAS mm affine of a SimpleITK image (ITK geometry is LPS)."""
+    direction = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    lps = np.eye(4)
+    lps[:3, :3] = direction * np.asarray(image.GetSpacing(), dtype=np.float64)[None, :]
+    lps[:3, 3] = image.GetOrigin()
+    return _LPS_TO_RAS @ lps
+
+
+def _read_dicom_series(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    import SimpleITK as sitk
+
+    image, _ = read_dicom_series_itk(folder)
+    if image.GetDimension() != 3:
+        raise DataError(f"{folder}: DICOM series is {image.GetDimension()}D, expected 3D")
+    # ITK arrays are [k, j, i]; transposed to [i, j, k] to match the affine's column order
+    array = np.transpose(sitk.GetArrayFromImage(image), (2, 1, 0))
+    return array, itk_to_ras_affine(image)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _as_3d(array: np.ndarray, path: Path) -> np.ndarray:
+    if array.size == 0:  # nibabel reads a zero dimension as a shorter shape: test emptiness first
+        raise DataError(f"{path}: empty volume (shape {list(array.shape)})")
+    while array.ndim > 3 and array.shape[-1] == 1:  # (X, Y, Z, 1) is a 3D volume
+        array = array[..., 0]
+    if array.ndim != 3:
+        raise DataError(f"{path}: expected a 3D volume, got {array.ndim}D data of shape {list(array.shape)}")
+    if 0 in array.shape:
+        raise DataError(f"{path}: empty volume (shape {list(array.shape)})")
+    return array
+
+
+def _check_affine(affine: np.ndarray, path: Path) -> None:
+    if affine.shape != (4, 4) or not np.isfinite(affine).all():
+        raise DataError(f"{path}: geometry (affine) holds non-finite values")
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    if (spacing <= 0).any() or abs(np.linalg.det(affine[:3, :3])) < 1e-9 * float(np.prod(np.maximum(spacing, 1e-12))):
+        raise DataError(f"{path}: geometry is singular (voxel spacing {np.round(spacing, 4).tolist()} mm)")
+
+
+def _as_integer(array: np.ndarray, path: Path) -> np.ndarray:
+    if np.issubdtype(array.dtype, np.integer):
+        return array
+    if np.issubdtype(array.dtype, np.bool_):
+        return array.astype(np.uint8)
+    if not np.isfinite(array).all():
+        raise DataError(f"{path}: label volume holds NaN or infinite voxels")
+    rounded = np.rint(array)
+    if not np.array_equal(rounded, array):
+        raise DataError(f"{path}: label volume holds non-integer values (e.g. {array[rounded != array].flat[0]})")
+    low, high = float(rounded.min()), float(rounded.max())
+    dtype = np.result_type(np.min_scalar_type(int(low)), np.min_scalar_type(int(high)))
+    return rounded.astype(dtype)
