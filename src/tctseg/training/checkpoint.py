@@ -1,0 +1,100 @@
+"""Checkpoints: a plain dict written atomically, loaded with ``weights_only=True``.
+
+Keys: ``model`` (method state dict), ``optimizer``, ``scheduler``, ``scaler``, ``epoch``
+(number of completed epochs), ``rng`` (see :mod:`tctseg.training.seeding`), ``config``
+(``Config.to_dict()``), ``classes``, ``method``, ``preprocessing``, ``tctseg_version``,
+``best_metric`` and ``history`` (one small dict per epoch).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from tctseg.errors import CheckpointError, ConfigError
+
+if TYPE_CHECKING:
+    from tctseg.config import Config
+    from tctseg.methods import Method
+
+# preprocessing settings that do not change the prepared data
+_RESULT_NEUTRAL_PREPROCESSING = ("workers",)
+
+
+def preprocessing_settings(config: Config) -> dict[str, Any]:
+    """The preprocessing settings a model depends on, as a plain dict."""
+    settings = config.to_dict()["preprocessing"]
+    return {k: v for k, v in settings.items() if k not in _RESULT_NEUTRAL_PREPROCESSING}
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write ``state`` to ``path`` through a temporary file in the same folder, then rename.
+
+    A crash mid-write leaves the previous checkpoint intact.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"{path}: cannot write checkpoint ({e.strerror or e})") from None
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint` (weights only, no code is run)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable tctseg checkpoint ({str(e).splitlines()[0]})") from None
+    missing = [k for k in ("model", "config", "classes", "epoch") if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a tctseg checkpoint (missing {', '.join(missing)})")
+    return state
+
+
+def check_compatible(checkpoint: dict[str, Any], config: Config, path: str | Path | None = None) -> None:
+    """Refuse a checkpoint whose classes or preprocessing settings differ from ``config``'s."""
+    where = f"{path}: " if path is not None else ""
+    if list(checkpoint["classes"]) != list(config.classes):
+        raise CheckpointError(
+            f"{where}checkpoint was trained for classes {list(checkpoint['classes'])}, "
+            f"but the config has classes {list(config.classes)}"
+        )
+    stored = dict(checkpoint.get("preprocessing") or {})
+    wanted = preprocessing_settings(config)
+    differing = [k for k in sorted(set(stored) | set(wanted)) if stored.get(k) != wanted.get(k)]
+    if differing:
+        details = "; ".join(f"preprocessing.{k}: checkpoint {stored.get(k)!r}, config {wanted.get(k)!r}" for k in differing)
+        raise CheckpointError(f"{where}checkpoint was trained with other preprocessing settings ({details})")
+
+
+def load_method_from_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[Method, Config]:
+    """Rebuild the method from the config stored in the checkpoint and load its weights.
+
+    Returns ``(method, config)``; the method is in eval mode on ``device``.
+    """
+    from tctseg.config import config_from_dict
+    from tctseg.methods import build_method
+
+    state = load_checkpoint(path)
+    try:
+        config = config_from_dict(state["config"])
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: stored config is not valid ({e})") from None
+    method = build_method(config)
+    try:
+        method.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit method {config.method.name!r} ({str(e).splitlines()[0]})") from None
+    return method.to(device).eval(), config

@@ -1,0 +1,135 @@
+"""Training logs, written by rank 0 only: ``log.csv`` (one row per epoch), TensorBoard
+scalars of the same values, and ``progress.png`` with the curves (like nnU-Net's).
+
+A row holds ``epoch``, ``loss_<part>`` for every loss part (epoch means), ``lr``,
+``epoch_time_s`` and, after a validation, ``val_dice_<class>`` and ``val_dice_mean``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+LOG_CSV = "log.csv"
+PROGRESS_PNG = "progress.png"
+TENSORBOARD_DIR = "tensorboard"
+
+
+def read_log(path: str | Path) -> list[dict[str, float]]:
+    """Rows of a ``log.csv`` as dicts of floats (empty cells left out)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as f:
+        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
+
+
+class TrainingLogger:
+    """Collects one row per epoch and writes CSV, TensorBoard and the progress plot.
+
+    ``resume_epoch``: epochs already completed by the run being resumed; rows of ``log.csv``
+    up to it are kept, later ones (from after the last checkpoint) are dropped.
+    """
+
+    def __init__(self, output_dir: str | Path, resume_epoch: int = 0, tensorboard: bool = True):
+        self.output_dir = Path(output_dir)
+        self.rows: list[dict[str, float]] = [
+            r for r in read_log(self.output_dir / LOG_CSV) if resume_epoch and r.get("epoch", math.inf) <= resume_epoch
+        ]
+        self._writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step drops events logged after the checkpoint we resume from
+            self._writer = SummaryWriter(
+                log_dir=str(self.output_dir / TENSORBOARD_DIR), purge_step=resume_epoch + 1 if resume_epoch else None
+            )
+
+    def log_epoch(self, row: dict[str, Any]) -> None:
+        """Add one epoch's row (``epoch`` plus float values) and rewrite ``log.csv``."""
+        row = {k: float(v) for k, v in row.items()}
+        self.rows.append(row)
+        self._write_csv()
+        if self._writer is not None:
+            epoch = int(row["epoch"])
+            for key, value in row.items():
+                if key != "epoch" and math.isfinite(value):
+                    self._writer.add_scalar(_tensorboard_tag(key), value, epoch)
+            self._writer.flush()
+
+    def _write_csv(self) -> None:
+        columns: list[str] = []
+        for row in self.rows:
+            columns += [k for k in row if k not in columns]
+        path = self.output_dir / LOG_CSV
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        with tmp.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            for row in self.rows:
+                writer.writerow({k: _format(row[k]) if k in row else "" for k in columns})
+        os.replace(tmp, path)
+
+    def plot_progress(self) -> Path:
+        """Write ``progress.png``: losses, validation DSC, learning rate and epoch time."""
+        return plot_progress(self.rows, self.output_dir / PROGRESS_PNG)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def plot_progress(rows: list[dict[str, float]], path: str | Path) -> Path:
+    """Curves of every ``loss_*``, ``val_dice_*``, ``lr`` and ``epoch_time_s`` column over epochs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fig, axes = plt.subplots(3, 1, figsize=(9, 11), sharex=True)
+    keys = sorted({k for r in rows for k in r})
+
+    def curve(ax, key: str, **style) -> None:
+        points = [(r["epoch"], r[key]) for r in rows if key in r and math.isfinite(r[key])]
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, label=key, **style)
+
+    for key in (k for k in keys if k.startswith("loss_")):
+        curve(axes[0], key, linewidth=2 if key == "loss_total" else 1)
+    axes[0].set_ylabel("loss (epoch mean)")
+    for key in (k for k in keys if k.startswith("val_dice_")):
+        curve(axes[1], key, marker="o", linewidth=2 if key == "val_dice_mean" else 1)
+    axes[1].set_ylabel("validation DSC")
+    curve(axes[2], "lr", color="tab:blue")
+    axes[2].set_ylabel("learning rate")
+    time_axis = axes[2].twinx()
+    curve(time_axis, "epoch_time_s", color="tab:orange")
+    time_axis.set_ylabel("epoch time (s)")
+    axes[2].set_xlabel("epoch")
+    for ax in axes[:2]:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize="small", loc="best")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def _tensorboard_tag(key: str) -> str:
+    for prefix, group in (("loss_", "loss"), ("val_dice_", "val_dice")):
+        if key.startswith(prefix):
+            return f"{group}/{key[len(prefix):]}"
+    return f"train/{key}"
+
+
+def _format(value: float) -> str:
+    return f"{value:.6g}" if math.isfinite(value) else ""
