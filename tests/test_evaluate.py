@@ -1,0 +1,155 @@
+"""Folder evaluation: file matching, label mapping, annotated classes, writers and the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from tctseg.cli import main
+from tctseg.errors import DataError, LabelError
+from tctseg.evaluation.evaluate import evaluate_case, evaluate_folders, result_markdown, write_csv, write_json
+
+CLASSES = ["liver", "spleen", "kidney"]
+AFFINE = np.diag([1.0, 1.0, 3.0, 1.0])  # 1 x 1 x 3 mm voxels
+SHAPE = (8, 8, 6)
+
+
+def _save(path, array, affine=AFFINE):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.asarray(array, dtype=np.uint8), affine), str(path))
+    return path
+
+
+def _volumes():
+    """GT in the dataset's ids (1 = spleen, 2 = liver); prediction in global ids.
+
+    liver: GT 2x2x2 box, prediction shifted one slice (3 mm) along Z → DSC 4/8, HD95 3.
+    spleen: GT 2x2x1, prediction identical → DSC 1, HD95 0.
+    """
+    gt = np.zeros(SHAPE, np.uint8)
+    pred = np.zeros(SHAPE, np.uint8)
+    gt[1:3, 1:3, 1:3] = 2  # liver in dataset ids
+    pred[1:3, 1:3, 2:4] = 1  # liver in global ids
+    gt[5:7, 5:7, 4] = 1  # spleen in dataset ids
+    pred[5:7, 5:7, 4] = 2  # spleen in global ids
+    return gt, pred
+
+
+def test_evaluate_case_hand_values():
+    gt_dataset_ids, pred = _volumes()
+    gt_global = np.zeros_like(gt_dataset_ids)
+    gt_global[gt_dataset_ids == 2] = 1
+    gt_global[gt_dataset_ids == 1] = 2
+    scores = evaluate_case(pred, gt_global, (1.0, 1.0, 3.0), [1, 2, 3])
+    assert scores[1]["dsc"] == pytest.approx(2 * 4 / 16)
+    assert scores[1]["hd95"] == pytest.approx(3.0)
+    assert scores[2]["dsc"] == 1.0 and scores[2]["hd95"] == 0.0
+    # kidney absent from both: the "both empty" convention
+    assert scores[3] == {"dsc": 1.0, "hd95": 0.0, "gt_voxels": 0, "pred_voxels": 0}
+
+
+def test_folders_with_label_map_and_nnunet_suffix(tmp_path):
+    gt, pred = _volumes()
+    _save(tmp_path / "gt" / "case_a.nii.gz", gt)
+    _save(tmp_path / "pred" / "case_a_0000.nii.gz", pred)  # named after the nnU-Net image
+    empty_pred = np.zeros(SHAPE, np.uint8)
+    _save(tmp_path / "gt" / "case_b.nii", gt)
+    _save(tmp_path / "pred" / "case_b.nii.gz", empty_pred)
+    result = evaluate_folders(
+        tmp_path / "pred", tmp_path / "gt", CLASSES, label_map={1: "spleen", 2: "liver"}, dataset_name="ds", progress=False
+    )
+    # kidney is not reached by the label map, so it is not annotated and not scored
+    assert sorted({r.class_name for r in result.rows}) == ["liver", "spleen"]
+    assert len(result.rows) == 4
+    diagonal = math.sqrt(8**2 + 8**2 + 18**2)
+    per_class = result.per_class()
+    assert per_class["liver"]["dsc"] == pytest.approx((0.5 + 0.0) / 2)
+    assert per_class["liver"]["hd95"] == pytest.approx((3.0 + diagonal) / 2)
+    assert per_class["spleen"]["dsc"] == pytest.approx(0.5)
+    assert per_class["spleen"]["hd95"] == pytest.approx(diagonal / 2)
+    mean = result.mean()
+    assert mean["dsc"] == pytest.approx((0.25 + 0.5) / 2)
+    assert mean["hd95"] == pytest.approx(((3.0 + diagonal) / 2 + diagonal / 2) / 2)
+
+    data = json.loads(write_json(result, tmp_path / "m.json").read_text())
+    assert data["per_class"]["liver"]["cases"] == 2
+    assert data["per_dataset"]["ds"]["mean_dsc"] == pytest.approx(0.375)
+    assert {c["case_id"] for c in data["cases"]} == {"case_a", "case_b"}
+    rows = list(csv.DictReader(write_csv(result, tmp_path / "m.csv").open()))
+    assert len(rows) == 4 and float(rows[0]["dsc"]) == pytest.approx(0.5)
+    table = result_markdown(result)
+    assert "| liver | 25.00 |" in table and "| kidney | – | – | 0 |" in table and "**mean** | **37.50**" in table
+
+
+def test_annotated_restricts_classes(tmp_path):
+    gt, pred = _volumes()
+    _save(tmp_path / "gt" / "c.nii.gz", gt)
+    _save(tmp_path / "pred" / "c.nii.gz", pred)
+    result = evaluate_folders(
+        tmp_path / "pred", tmp_path / "gt", CLASSES, {1: "spleen", 2: "liver"}, annotated=["spleen"], progress=False
+    )
+    assert [(r.class_name, r.dsc) for r in result.rows] == [("spleen", 1.0)]
+
+
+def test_missing_prediction_names_the_case(tmp_path):
+    gt, pred = _volumes()
+    _save(tmp_path / "gt" / "c1.nii.gz", gt)
+    _save(tmp_path / "gt" / "c2.nii.gz", gt)
+    _save(tmp_path / "pred" / "c1.nii.gz", pred)
+    with pytest.raises(DataError, match="c2"):
+        evaluate_folders(tmp_path / "pred", tmp_path / "gt", CLASSES, {1: "spleen", 2: "liver"}, progress=False)
+
+
+def test_shape_mismatch_names_both_files(tmp_path):
+    gt, _ = _volumes()
+    _save(tmp_path / "gt" / "c.nii.gz", gt)
+    _save(tmp_path / "pred" / "c.nii.gz", np.zeros((8, 8, 5)))
+    with pytest.raises(DataError, match=r"pred/c\.nii\.gz.*gt/c\.nii\.gz"):
+        evaluate_folders(tmp_path / "pred", tmp_path / "gt", CLASSES, {1: "spleen", 2: "liver"}, progress=False)
+
+
+def test_unmapped_label_is_an_error(tmp_path):
+    gt, pred = _volumes()
+    gt[0, 0, 0] = 7
+    _save(tmp_path / "gt" / "c.nii.gz", gt)
+    _save(tmp_path / "pred" / "c.nii.gz", pred)
+    with pytest.raises(LabelError, match=r"c\.nii\.gz: holds label 7"):
+        evaluate_folders(tmp_path / "pred", tmp_path / "gt", CLASSES, {1: "spleen", 2: "liver"}, progress=False)
+
+
+def test_cli_writes_tables_next_to_predictions(tmp_path, capsys):
+    gt, pred = _volumes()
+    _save(tmp_path / "gt" / "c.nii.gz", gt)
+    _save(tmp_path / "run" / "predictions" / "ds" / "c.nii.gz", pred)
+    code = main(
+        ["evaluate", str(tmp_path / "run" / "predictions" / "ds"), str(tmp_path / "gt"),
+         "--classes", "liver,spleen,kidney", "--label-map", "1:spleen,2:liver", "--dataset", "ds", "--no-progress"]
+    )
+    assert code == 0
+    out_dir = tmp_path / "run" / "metrics"
+    assert sorted(p.name for p in out_dir.iterdir()) == ["metrics.csv", "metrics.json", "metrics.md"]
+    assert "| liver | 50.00 | 3.00 | 1 |" in capsys.readouterr().out
+    assert json.loads((out_dir / "metrics.json").read_text())["dataset"] == "ds"
+
+
+def test_cli_config_without_label_map_for_btcv_is_a_clear_error(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("classes: [liver, spleen]\ndatasets:\n  - {name: btcv, format: btcv, path: x, role: test}\n")
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "pred").mkdir()
+    code = main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "--config", str(config), "--dataset", "btcv"])
+    assert code == 2
+    assert "--label-map" in capsys.readouterr().err
+
+
+def test_cli_refuses_output_inside_ground_truth(tmp_path, capsys):
+    (tmp_path / "gt").mkdir()
+    (tmp_path / "pred").mkdir()
+    code = main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "--classes", "liver", "--out", str(tmp_path / "gt" / "m")])
+    assert code == 2
+    assert "ground-truth folder" in capsys.readouterr().err

@@ -1,0 +1,136 @@
+"""The report: a self-contained HTML page and its markdown twin from a fake run directory."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import nibabel as nib
+import numpy as np
+
+from tctseg.cli import main
+from tctseg.evaluation.evaluate import evaluate_folders, write_json
+from tctseg.report import build_report, class_overlays, load_index
+
+CLASSES = ["liver", "spleen", "kidney"]
+AFFINE = np.diag([1.0, 1.0, 3.0, 1.0])
+SHAPE = (40, 32, 6)
+LABEL_MAP = {1: "liver", 2: "spleen", 3: "kidney"}
+
+
+def _save(path, array, dtype=np.uint8):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.asarray(array, dtype=dtype), AFFINE), str(path))
+    return path
+
+
+def _case(tmp_path, case_id, liver_slices, shift):
+    """Image, GT (dataset ids = global ids here) and a prediction shifted by ``shift`` voxels."""
+    x, y = np.mgrid[: SHAPE[0], : SHAPE[1]]
+    body = ((x - 20) / 18) ** 2 + ((y - 16) / 14) ** 2 < 1
+    image = np.repeat(body[..., None] * 100.0, SHAPE[2], axis=2)
+    gt = np.zeros(SHAPE, np.uint8)
+    for z, half in liver_slices.items():  # liver: a square whose size varies per slice
+        gt[8 : 8 + 2 * half, 8 : 8 + 2 * half, z] = 1
+    gt[26:32, 10:16, 2:4] = 2  # spleen
+    gt[24:28, 20:24, 3] = 3  # kidney
+    image[gt > 0] = 200.0
+    pred = np.roll(gt, shift, axis=0)
+    _save(tmp_path / "data" / "images" / f"{case_id}_0000.nii.gz", image, np.float32)
+    _save(tmp_path / "data" / "labels" / f"{case_id}.nii.gz", gt)
+    return pred
+
+
+def _fake_run(tmp_path):
+    """runs/demo/{tct,tal}: config, log.csv, predictions (+ index.json), metrics.json; results.json."""
+    root = tmp_path / "runs" / "demo"
+    preds = {
+        "case_a": _case(tmp_path, "case_a", {1: 3, 2: 4}, shift=1),
+        "case_b": _case(tmp_path, "case_b", {4: 6}, shift=1),  # largest liver area: case_b, slice 4
+    }
+    results = {}
+    for method, extra_shift in (("tct", 0), ("tal", 2)):
+        run = root / method
+        (run).mkdir(parents=True)
+        (run / "config.yaml").write_text(f"classes: {CLASSES}\nmethod: {{name: {method}}}\n")
+        (run / "log.csv").write_text(
+            "epoch,loss_total,loss_main,loss_aux,val_dice_liver,val_dice_spleen\n"
+            "0,1.2,0.8,0.4,,\n1,0.9,0.6,0.3,0.5,0.4\n2,0.7,0.5,0.2,,\n3,0.6,0.4,0.2,0.7,0.6\n"
+        )
+        index = []
+        for case_id, pred in preds.items():
+            path = _save(run / "predictions" / "phantom" / f"{case_id}.nii.gz", np.roll(pred, extra_shift, axis=1))
+            index.append({
+                "case_id": case_id, "dataset": "phantom",
+                "image": str(tmp_path / "data" / "images" / f"{case_id}_0000.nii.gz"),
+                "label": str(tmp_path / "data" / "labels" / f"{case_id}.nii.gz"),
+                "prediction": str(path.relative_to(run / "predictions")),
+                "label_map": {str(k): v for k, v in LABEL_MAP.items()},
+            })
+        (run / "predictions" / "index.json").write_text(json.dumps(index))
+        result = evaluate_folders(run / "predictions" / "phantom", tmp_path / "data" / "labels", CLASSES,
+                                  LABEL_MAP, dataset_name="phantom", progress=False)
+        (run / "metrics").mkdir()
+        write_json(result, run / "metrics" / "metrics.json")
+        results[method] = {"per_class": result.per_class(), "mean_dsc": result.mean()["dsc"],
+                           "mean_hd95": result.mean()["hd95"], "wall_time_s": 123.4}
+    (root / "results.json").write_text(json.dumps(results))
+    return root
+
+
+def test_report_is_self_contained_and_complete(tmp_path, capsys):
+    root = _fake_run(tmp_path)
+    assert main(["report", str(root)]) == 0
+    html_path = root / "report.html"
+    assert capsys.readouterr().out.strip() == str(html_path)
+    html = html_path.read_text()
+    assert 'src="http' not in html and "href=" not in html and "<link" not in html and "<script" not in html
+    # 2 curves + 2 methods x 3 organ overlays, all embedded
+    assert html.count('<img src="data:image/png;base64,') == 8
+    for name in CLASSES + ["tct", "tal", "Comparison of methods", "Summary (results.json)", "2 min 03 s"]:
+        assert name in html
+    assert "method: {name: tal}" in html  # the config, verbatim
+    assert re.search(r"<td>liver</td>.*<td>liver</td>", html, re.S)  # per-method and comparison tables
+
+    markdown = (root / "report.md").read_text()
+    linked = re.findall(r"!\[[^\]]*\]\((report_files/[^)]+\.png)\)", markdown)
+    assert len(linked) == 8
+    for rel in linked:
+        assert (root / rel).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| mean |" in markdown
+
+
+def test_overlay_picks_largest_ground_truth_slice(tmp_path):
+    root = _fake_run(tmp_path)
+    overlays = class_overlays(load_index(root / "tct" / "predictions" / "index.json"), CLASSES)
+    picked = {o.class_name: (o.case_id, o.slice_index, o.gt_area) for o in overlays}
+    assert picked["liver"] == ("case_b", 4, 12 * 12)
+    assert picked["spleen"] == ("case_a", 2, 36)  # tie between cases/slices: the first wins
+    assert picked["kidney"] == ("case_a", 3, 16)
+    # the prediction is the GT shifted by one voxel along X: a 6x6 square overlaps 5x6
+    spleen = next(o for o in overlays if o.class_name == "spleen")
+    assert spleen.dsc_on_slice == 2 * 30 / 72
+
+
+def test_single_method_run_without_predictions(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("classes: [liver]\n")
+    (run / "log.csv").write_text("epoch,loss_total\n0,1.0\n1,0.5\n")
+    html = build_report(run).read_text()
+    assert "No predictions/index.json" in html and "No metrics/metrics.json" in html
+    assert html.count("data:image/png;base64,") == 1
+
+
+def test_unreadable_case_is_reported_not_fatal(tmp_path):
+    root = _fake_run(tmp_path)
+    index_path = root / "tct" / "predictions" / "index.json"
+    index = json.loads(index_path.read_text())
+    index[1]["prediction"] = "phantom/missing.nii.gz"  # case_b: the liver's best slice
+    index_path.write_text(json.dumps(index))
+    problems: list[str] = []
+    overlays = class_overlays(load_index(index_path), CLASSES, problems)
+    assert [o.class_name for o in overlays] == ["spleen", "kidney"]
+    assert len(problems) == 1 and "missing.nii.gz" in problems[0]
+    html = build_report(root / "tct").read_text()
+    assert "Case skipped:" in html and "missing.nii.gz" in html
