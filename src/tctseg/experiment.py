@@ -1,0 +1,158 @@
+"""An experiment end to end: train each method, predict the test sets, evaluate, report.
+
+This is what ``tctseg run`` and ``make demo`` do, written with the library's own stages:
+
+    prepare cache → Trainer.fit() per method → predict_cases() on every test dataset
+    → evaluate against the ground truth (in the scan's own space) → results.json → report
+
+Run folder::
+
+    <run_dir>/
+      ground_truth/<dataset>/<case_id>.nii.gz   test labels in GLOBAL ids, on the scan's grid
+      <method>/                                 one training run folder per method (train's)
+        predictions/<dataset>/<case_id>.nii.gz, predictions/index.json
+        metrics/metrics.{json,csv,md}
+      results.json                              per method: per-class and mean DSC / HD95, times
+      report.html, report.md
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tctseg.config import Config
+from tctseg.data.conversion import find_cases
+from tctseg.data.io import save_nifti
+from tctseg.errors import ConfigError, DataError
+from tctseg.evaluation.evaluate import EvaluationResult, evaluate_files, write_csv, write_json, write_markdown
+from tctseg.inference.predict import PredictionInput, predict_cases, write_index
+
+RESULTS_JSON = "results.json"
+
+
+@dataclass(frozen=True)
+class TestCase:
+    """A test scan, its ground truth in global ids on the scan's own grid, and what it annotates."""
+
+    dataset: str
+    case_id: str
+    image: Path
+    ground_truth: Path
+    annotated: tuple[str, ...]
+
+
+def write_ground_truths(config: Config, run_dir: Path) -> list[TestCase]:
+    """Convert every test dataset's labels to global ids, once, under ``run_dir/ground_truth``."""
+    cases = []
+    for dataset in config.datasets_with_role("test"):
+        for source in find_cases(dataset, config.classes):
+            if source.label is None:
+                raise DataError(f"{source.image}: test case {source.case_id} of {dataset.name} has no label")
+            path = run_dir / "ground_truth" / dataset.name / f"{source.case_id}.nii.gz"
+            if not path.exists():
+                image, label = source.load()
+                save_nifti(label.astype(np.uint8), image.affine, path, dtype=np.uint8)
+            cases.append(TestCase(dataset.name, source.case_id, source.image, path, tuple(source.annotated)))
+    if not cases:
+        raise ConfigError("datasets: no dataset has role 'test', so there is nothing to evaluate")
+    return cases
+
+
+def predict_test_cases(checkpoint: Path, cases: Sequence[TestCase], method_dir: Path, *, device: str, progress: bool) -> float:
+    """Predict every test case into ``method_dir/predictions/<dataset>/``; returns seconds taken."""
+    start = time.perf_counter()
+    results = []
+    for dataset in dict.fromkeys(c.dataset for c in cases):
+        inputs = [PredictionInput(c.case_id, c.image, c.ground_truth, c.dataset) for c in cases if c.dataset == dataset]
+        results += predict_cases(checkpoint, inputs, method_dir / "predictions" / dataset, overwrite=True,
+                                 device=device, progress=progress)
+    failed = [r for r in results if not r.ok]
+    if failed:
+        raise DataError(f"prediction failed for {len(failed)} test case(s): " + "; ".join(f"{r.case_id}: {r.error}" for r in failed))
+    write_index(method_dir / "predictions", results)  # one index over every dataset, for the report
+    return time.perf_counter() - start
+
+
+def evaluate_test_cases(config: Config, cases: Sequence[TestCase], method_dir: Path) -> EvaluationResult:
+    """DSC / HD95 of each case on the classes its dataset annotates; tables under ``metrics/``."""
+    result = EvaluationResult(classes=list(config.classes))
+    for c in cases:
+        prediction = method_dir / "predictions" / c.dataset / f"{c.case_id}.nii.gz"
+        result.rows += evaluate_files(prediction, c.ground_truth, config.classes, None, c.annotated, c.dataset, c.case_id)
+    metrics_dir = method_dir / "metrics"
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    write_json(result, metrics_dir / "metrics.json")
+    write_csv(result, metrics_dir / "metrics.csv")
+    write_markdown(result, metrics_dir / "metrics.md")
+    return result
+
+
+def run_method(
+    config: Config,
+    method: str,
+    run_dir: Path,
+    cases: Sequence[TestCase],
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train ``method`` into ``run_dir/<method>``, predict and evaluate the test cases."""
+    from tctseg.training.trainer import Trainer
+
+    method_config = dataclasses.replace(config, method=dataclasses.replace(config.method, name=method))
+    method_dir = run_dir / method
+    start = time.perf_counter()
+    trainer = Trainer(method_config, method_dir, resume=resume, overwrite=overwrite, device=device, progress=progress)
+    summary = trainer.fit()
+    train_seconds = time.perf_counter() - start
+    best = Path(summary["best_checkpoint"]) if summary.get("best_checkpoint") else None
+    checkpoint = best if best is not None and best.exists() else Path(summary["last_checkpoint"])
+    predict_seconds = predict_test_cases(checkpoint, cases, method_dir, device=device, progress=progress)
+    result = evaluate_test_cases(method_config, cases, method_dir)
+    mean = result.mean()
+    return {
+        "per_class": result.per_class(),
+        "mean_dsc": mean["dsc"],
+        "mean_hd95": mean["hd95"],
+        "checkpoint": str(checkpoint),
+        "train_time_s": round(train_seconds, 1),
+        "predict_time_s": round(predict_seconds, 1),
+        "wall_time_s": round(time.perf_counter() - start, 1),
+    }
+
+
+def run_experiment(
+    config: Config,
+    methods: Sequence[str],
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Every method under the same data, budget and seed; writes ``results.json`` and the report."""
+    from tctseg.preprocessing.cache import prepare
+    from tctseg.report import build_report
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    prepare(config, roles=("train", "validation"), progress=progress)
+    cases = write_ground_truths(config, run_dir)
+    results: dict[str, Any] = {}
+    for method in methods:
+        results[method] = run_method(config, method, run_dir, cases, resume=resume, overwrite=overwrite,
+                                     device=device, progress=progress)
+        (run_dir / RESULTS_JSON).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    build_report(run_dir)
+    return results
