@@ -137,14 +137,23 @@ def test_cli_writes_tables_next_to_predictions(tmp_path, capsys):
     assert json.loads((out_dir / "metrics.json").read_text())["dataset"] == "ds"
 
 
-def test_cli_config_without_label_map_for_btcv_is_a_clear_error(tmp_path, capsys):
+def test_cli_config_uses_btcvs_own_label_ids(tmp_path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text("classes: [liver, spleen]\ndatasets:\n  - {name: btcv, format: btcv, path: x, role: test}\n")
-    (tmp_path / "gt").mkdir()
-    (tmp_path / "pred").mkdir()
-    code = main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "--config", str(config), "--dataset", "btcv"])
-    assert code == 2
-    assert "--label-map" in capsys.readouterr().err
+    gt = np.zeros((4, 4, 4), np.uint8)
+    gt[:2, :2, :2] = 6  # BTCV liver
+    gt[2:, 2:, 2:] = 1  # BTCV spleen
+    gt[0, 3, 3] = 8  # BTCV aorta: not a configured class, so background
+    pred = np.zeros((4, 4, 4), np.uint8)
+    pred[:2, :2, :2] = 1  # global liver
+    pred[2:, 2:, 2:] = 2  # global spleen
+    _save(tmp_path / "gt" / "img0001.nii.gz", gt)
+    _save(tmp_path / "pred" / "img0001.nii.gz", pred)
+    code = main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "--config", str(config),
+                 "--dataset", "btcv", "--out", str(tmp_path / "m"), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    per_class = json.loads((tmp_path / "m" / "metrics.json").read_text())["per_class"]
+    assert per_class["liver"]["dsc"] == 1.0 and per_class["spleen"]["dsc"] == 1.0
 
 
 def test_cli_refuses_output_inside_ground_truth(tmp_path, capsys):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from tctseg.errors import ConfigError, OutputError
@@ -13,6 +14,15 @@ HELP = "score predicted label maps against ground truths (DSC, HD95 in mm)"
 # Converters of these formats know the dataset's label ids; until they are wired here, the
 # user gives the map.
 FORMATS_NEEDING_LABEL_MAP = ("btcv", "word", "amos")
+
+
+def default_label_map(dataset_format: str, classes: list[str]) -> dict[int, str]:
+    """The fully labeled test sets' own label ids (from their converters) → global classes;
+    organs the config does not segment count as background."""
+    from tctseg.data.conversion import amos, btcv, word
+
+    table = {"btcv": btcv.BTCV_LABELS, "word": word.WORD_LABELS, "amos": amos.AMOS_LABELS}[dataset_format]
+    return {i: (name if name in classes else "background") for i, name in table.items() if i != 0}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     classes, label_map, annotated = _classes_and_map(args)
     out_dir = args.out or default_output_dir(args.pred_dir)
     _check_output_dir(out_dir, args.gt_dir)
+    _ensure_writable(out_dir)  # before the (long) evaluation, not after it
     result = evaluate_folders(
         args.pred_dir,
         args.gt_dir,
@@ -50,10 +61,12 @@ def run(args: argparse.Namespace) -> int:
         dataset_name=args.dataset or args.gt_dir.resolve().name,
         progress=not args.no_progress,
     )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_csv(result, out_dir / "metrics.csv")
-    write_json(result, out_dir / "metrics.json")
-    write_markdown(result, out_dir / "metrics.md")
+    try:
+        write_csv(result, out_dir / "metrics.csv")
+        write_json(result, out_dir / "metrics.json")
+        write_markdown(result, out_dir / "metrics.md")
+    except OSError as e:
+        raise OutputError(f"{e.filename or out_dir}: cannot write metrics ({e.strerror or e})") from None
     print(result_markdown(result), end="")
     print(f"metrics written to {out_dir}/metrics.{{csv,json,md}}")
     return 0
@@ -110,14 +123,20 @@ def _classes_and_map(args: argparse.Namespace) -> tuple[list[str], dict[int, str
     if label_map is None:
         label_map = dataset.label_map
         if label_map is None and dataset.format in FORMATS_NEEDING_LABEL_MAP:
-            raise ConfigError(
-                f"{args.config}: dataset {dataset.name!r} (format {dataset.format}) has no label_map; "
-                f"its ground truths use the dataset's own ids, so pass --label-map ID:CLASS,... "
-                f"or set datasets.{config.datasets.index(dataset)}.label_map in the config"
-            )
+            label_map = default_label_map(dataset.format, classes)
     if annotated is None and dataset.classes:
         annotated = list(dataset.classes)
     return classes, label_map, annotated
+
+
+def _ensure_writable(out_dir: Path) -> None:
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise OutputError(f"--out {out_dir}: cannot write the metrics folder ({e.strerror or e})") from None
 
 
 def _check_output_dir(out_dir: Path, gt_dir: Path) -> None:
