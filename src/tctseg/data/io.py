@@ -23,6 +23,11 @@ import numpy as np
 from tctseg.errors import DataError, OutputError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+# 2^31 voxels (8 GiB as float32): far above any CT/MR scan (512×512×1000 is 2.6e8); a header
+# claiming more is corrupt, and reading it would only exhaust memory
+MAX_VOXELS = 2**31
+# deflate cannot compress better than about 1032:1, so a .nii.gz of n bytes holds at most this many
+GZIP_MAX_RATIO = 1100
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
@@ -93,9 +98,9 @@ def check_same_grid(shape: tuple[int, ...], affine: np.ndarray, reference: Volum
         )
     # 1e-3 mm tolerance: headers written by different tools round the affine differently
     if not np.allclose(affine, reference.affine, atol=1e-3, rtol=1e-4):
-        raise DataError(
-            f"{path}: label geometry (affine) differs from the image's ({reference.path.name}):\n"
-            f"label {np.round(affine, 3).tolist()}\nimage {np.round(reference.affine, 3).tolist()}"
+        raise DataError(  # one line: the command line prints it as one message
+            f"{path}: label geometry (affine) differs from the image's ({reference.path.name}): "
+            f"label {np.round(affine, 3).tolist()}, image {np.round(reference.affine, 3).tolist()}"
         )
 
 
@@ -138,14 +143,63 @@ def save_nifti(
 def _read_nifti(path: Path, integer: bool) -> tuple[np.ndarray, np.ndarray]:
     try:
         image = nib.load(str(path))
+        _check_header(image, path)  # before any voxel is read: a corrupt header must not allocate
         if integer:
             array = np.asanyarray(image.dataobj)
         else:
             array = image.get_fdata(dtype=np.float32)
         affine = np.asarray(image.affine, dtype=np.float64)
-    except (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError, zlib.error) as e:
-        raise DataError(f"{path}: cannot read NIfTI file, it may be truncated or corrupt ({e})") from None
+    except (
+        nib.filebasedimages.ImageFileError,
+        nib.spatialimages.HeaderDataError,
+        np.linalg.LinAlgError,
+        OSError,
+        EOFError,
+        ValueError,
+        OverflowError,
+        zlib.error,
+    ) as e:
+        reason = " ".join(str(e).split())  # nibabel's messages span lines; the CLI prints one
+        raise DataError(f"{path}: cannot read NIfTI file, it may be truncated or corrupt ({reason})") from None
+    except MemoryError:
+        raise DataError(f"{path}: too large to read into memory (shape {list(image.shape)})") from None
     return array, affine
+
+
+def _check_header(image, path: Path) -> None:
+    """Refuse non-scalar voxel types and a header whose shape the file cannot hold."""
+    dtype = np.dtype(image.get_data_dtype())
+    if dtype.fields is not None or dtype.kind in "cV":
+        raise DataError(f"{path}: voxel type {dtype} (RGB or complex) is not supported; a scalar image is needed")
+    shape = [int(s) for s in image.shape]
+    if any(s < 0 for s in shape):
+        raise DataError(f"{path}: header claims a negative dimension (shape {shape}); the header is corrupt")
+    voxels = 1
+    for s in shape:
+        voxels *= s
+    if voxels > MAX_VOXELS:
+        raise DataError(
+            f"{path}: header claims shape {shape} ({voxels:.3g} voxels), more than the {MAX_VOXELS:.3g} "
+            "tctseg reads; the header is likely corrupt"
+        )
+    header = image.header
+    if "sform_code" in header and int(header["sform_code"]) == 0:
+        # without an sform the affine comes from pixdim, where nibabel silently turns 0 into 1 mm
+        with nib.openers.ImageOpener(path) as stream:
+            stored = type(header).from_fileobj(stream, check=False)  # nibabel's own check hides it
+        pixdim = [float(d) for d in stored["pixdim"][1 : 1 + min(3, len(shape))]]
+        if any(not np.isfinite(d) or d == 0 for d in pixdim):
+            raise DataError(f"{path}: voxel spacing (pixdim) {pixdim} mm holds a zero or non-finite size")
+    size = path.stat().st_size
+    compressed = path.name.endswith(".gz")
+    offset = 0 if compressed else int(image.header.get_data_offset())
+    available = size * GZIP_MAX_RATIO if compressed else size - offset
+    needed = voxels * dtype.itemsize
+    if needed > available:
+        raise DataError(
+            f"{path}: header claims shape {shape} ({needed} bytes of voxels), but the file can hold at most "
+            f"{available} bytes; it is truncated or its header is corrupt"
+        )
 
 
 def read_dicom_series_itk(folder: Path):

@@ -532,7 +532,10 @@ Written by `tctseg phantom`; regenerate with the same size and seed to get the s
 def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir}: exists and is not a folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{out_dir}: cannot create the folder ({e.strerror or e})") from None
     for stale in out_dir.glob(f"{_PARTIAL_PREFIX}*"):  # left by a killed run: never complete
         shutil.rmtree(stale, ignore_errors=True)
     if any(out_dir.iterdir()) and not overwrite:
@@ -552,7 +555,10 @@ def write_phantom(out_dir: str | Path, size: str = "demo", seed: int = 0, *, ove
     out_dir = Path(out_dir)
     _prepare_out_dir(out_dir, overwrite)
     staging = out_dir / f"{_PARTIAL_PREFIX}{os.getpid()}"
-    staging.mkdir()
+    try:
+        staging.mkdir()
+    except OSError as e:
+        raise OutputError(f"{out_dir}: cannot write into the folder ({e.strerror or e})") from None
     counts = {**spec.train_cases, BTCV_DIR: spec.test_cases}
     try:
         for dataset_index, dataset_dir in enumerate(DATASET_DIRS):
@@ -586,6 +592,8 @@ def write_phantom(out_dir: str | Path, size: str = "demo", seed: int = 0, *, ove
             elif target.exists():
                 target.unlink()
             os.replace(staging / entry, target)
+    except OSError as e:  # e.g. a full disk: nothing half-written is left in out_dir
+        raise OutputError(f"{out_dir}: cannot write the phantom ({e.strerror or e}: {e.filename})") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return counts

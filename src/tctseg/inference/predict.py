@@ -392,8 +392,11 @@ def predict_cases(
     check_output_dir(output_dir, cases, input_folders)
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
+        probe = output_dir / f".write-test-{os.getpid()}"  # a full disk shows here, before any case runs
+        probe.write_bytes(b"ok")
+        probe.unlink()
     except OSError as e:
-        raise OutputError(f"{output_dir}: cannot create output folder ({e.strerror or e})") from None
+        raise OutputError(f"{output_dir}: cannot write the output folder ({e.strerror or e})") from None
     settings = config.inference
     modality = modality or training_modality(config)
     if modality not in ("CT", "MR"):

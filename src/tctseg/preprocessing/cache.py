@@ -32,7 +32,7 @@ import tctseg
 from tctseg.config import Config, DatasetConfig, PreprocessingConfig
 from tctseg.data.conversion import SourceCase, find_cases
 from tctseg.data.conversion.common import select_cases
-from tctseg.errors import ConfigError, DataError, TctsegError
+from tctseg.errors import ConfigError, DataError, OutputError, TctsegError
 from tctseg.preprocessing.geometry import to_prepared
 from tctseg.preprocessing.intensity import normalise
 
@@ -105,13 +105,17 @@ def prepare(
     """
     selected = _select_datasets(config, roles, datasets)
     root = cache_root(config)
+    _ensure_writable(root)
     settings = settings_of(config.preprocessing)
     todo: list[tuple[SourceCase, Path]] = []
     order: list[tuple[DatasetConfig, Path]] = []
     for dataset in selected:
         cases = find_cases(dataset, config.classes)
         dataset_dir = root / dataset.name
-        dataset_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            dataset_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"{dataset_dir}: cannot create the cache folder ({e.strerror or e})") from None
         _remove_stale(dataset_dir)
         for case in cases:
             case_dir = dataset_dir / case.case_id
@@ -126,6 +130,17 @@ def prepare(
             f"(the others are in {root}):\n{lines}"
         )
     return [_read_case(case_dir, dataset, config.classes) for dataset, case_dir in order]
+
+
+def _ensure_writable(root: Path) -> None:
+    """Create the cache folder and prove a file can be written there, before any case is prepared."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise OutputError(f"{root}: cannot write the prepared cache ({e.strerror or e})") from None
 
 
 def _select_datasets(config: Config, roles: Iterable[str], names: Iterable[str] | None) -> list[DatasetConfig]:
@@ -205,6 +220,8 @@ def _prepare_one(case: SourceCase, case_dir: Path, settings: dict, classes: list
     try:
         prepare_case(case, case_dir, settings, classes)
         return None
+    except OutputError:
+        raise  # an unwritable or full cache stops the run: every case would fail the same way
     except TctsegError as e:
         return f"{case.dataset}/{case.case_id}: {e}"
     except Exception as e:  # noqa: BLE001 - one broken case must not lose the others
@@ -247,11 +264,15 @@ def prepare_case(case: SourceCase, case_dir: Path, settings: dict, classes: list
     }
     partial = case_dir.parent / f"{case_dir.name}{_PARTIAL}{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    np.save(partial / "image.npy", prepared_image.astype(np.float32, copy=False))
-    if prepared_label is not None:
-        np.save(partial / "label.npy", prepared_label.astype(np.uint8, copy=False))
-    (partial / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    try:
+        partial.mkdir(parents=True)
+        np.save(partial / "image.npy", prepared_image.astype(np.float32, copy=False))
+        if prepared_label is not None:
+            np.save(partial / "label.npy", prepared_label.astype(np.uint8, copy=False))
+        (partial / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+    except OSError as e:
+        shutil.rmtree(partial, ignore_errors=True)  # the complete version (if any) stays in place
+        raise OutputError(f"{partial}: cannot write the prepared case ({e.strerror or e})") from None
     if case_dir.exists():  # an outdated version: move aside, put the new one in place, then delete
         stale = case_dir.parent / f"{case_dir.name}{_STALE}{os.getpid()}"
         os.replace(case_dir, stale)

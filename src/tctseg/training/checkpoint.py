@@ -55,12 +55,27 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable tctseg checkpoint ({str(e).splitlines()[0]})") from None
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" not in str(e):
+            raise CheckpointError(f"{path}: not a readable tctseg checkpoint ({_first_line(e)})") from None
+        # torch's message advises weights_only=False; the reason is the first line after that advice
+        advice = ("Check the doc", "Please file")
+        lines = [ln.strip() for ln in str(e).splitlines()[1:] if ln.strip() and not ln.startswith(advice)]
+        reason = lines[0] if lines else "it holds objects other than tensors and plain data"
+        raise CheckpointError(
+            f"{path}: refused: a checkpoint may hold only weights and plain data, never code ({reason})"
+        ) from None
+    except (RuntimeError, zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable tctseg checkpoint ({_first_line(e)})") from None
     missing = [k for k in ("model", "config", "classes", "epoch") if not isinstance(state, dict) or k not in state]
     if missing:
         raise CheckpointError(f"{path}: not a tctseg checkpoint (missing {', '.join(missing)})")
     return state
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def check_compatible(checkpoint: dict[str, Any], config: Config, path: str | Path | None = None) -> None:
@@ -92,6 +107,10 @@ def load_method_from_checkpoint(path: str | Path, device: str | torch.device = "
         config = config_from_dict(state["config"])
     except ConfigError as e:
         raise CheckpointError(f"{path}: stored config is not valid ({e})") from None
+    # the stored config must agree with the recorded classes and preprocessing (an edited file must not)
+    # (a checkpoint without a preprocessing record is checked on its classes only)
+    recorded = {**state, "preprocessing": state.get("preprocessing") or preprocessing_settings(config)}
+    check_compatible(recorded, config, path)
     method = build_method(config)
     try:
         method.load_state_dict(state["model"])

@@ -218,8 +218,10 @@ class Trainer:
             self.optimizer.load_state_dict(checkpoint["optimizer"])
             if checkpoint.get("scaler"):
                 self.scaler.load_state_dict(checkpoint["scaler"])
+            if "rng" not in checkpoint:
+                raise KeyError("rng")
         except (RuntimeError, ValueError, KeyError) as e:
-            raise CheckpointError(f"{path}: cannot resume from it ({str(e).splitlines()[0]})") from None
+            raise CheckpointError(f"{path}: cannot resume from it ({type(e).__name__}: {str(e).splitlines()[0]})") from None
         self.start_epoch = int(checkpoint["epoch"])
         self.best_metric = checkpoint.get("best_metric")
         self.history = list(checkpoint.get("history") or [])

@@ -194,9 +194,12 @@ def read_dataset_json(root: Path) -> dict:
     if not path.exists():
         raise DataError(f"{path}: not found (expected in the dataset folder {root})")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DataError(f"{path}: cannot read dataset.json ({e})") from None
+    if not isinstance(info, dict):
+        raise DataError(f"{path}: expected a JSON object with 'labels', got {type(info).__name__}")
+    return info
 
 
 def labels_from_dataset_json(info: dict, path: Path) -> dict[int, str]:

@@ -1,0 +1,132 @@
+"""Every command answers bad input with exit status 2 and ONE line ``tctseg <cmd>: error: ...``
+naming the file or key, never a traceback; ``--debug`` shows the traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import yaml
+from _training_data import write_run_config
+
+from tctseg.cli import main
+from tctseg.errors import TctsegError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _edit_config(path: Path, **changes) -> Path:
+    raw = yaml.safe_load(path.read_text())
+    for dotted, value in changes.items():
+        node = raw
+        *parents, last = dotted.split("__")
+        for part in parents:
+            node = node[int(part)] if part.isdigit() else node[part]
+        node[last] = value
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], str]]:
+    """command -> (argv, text the one-line message must contain)."""
+    config = write_run_config(tmp_path)
+    wrong_type = tmp_path / "wrong_type.yaml"
+    wrong_type.write_text(config.read_text())
+    _edit_config(wrong_type, train__epochs="five")
+    unknown_key = tmp_path / "unknown_key.yaml"
+    unknown_key.write_text(config.read_text())
+    _edit_config(unknown_key, train__epochz=3)
+    (tmp_path / "raw" / "dataset.json").write_text("{not json")
+    corrupt_checkpoint = tmp_path / "model.pt"
+    corrupt_checkpoint.write_bytes(b"PK\x03\x04 not really a zip")
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    (preds / "case_000.nii.gz").write_bytes(b"\x1f\x8b\x08 truncated")
+    ground_truth = tmp_path / "gt"
+    ground_truth.mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), ground_truth / "case_000.nii.gz")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    return {
+        "prepare": (["prepare", str(config), "--quiet"], "dataset.json: cannot read dataset.json"),
+        "train": (["train", str(wrong_type), "--no-progress"], "train.epochs: expected int, got 'five'"),
+        "predict": (["predict", str(corrupt_checkpoint), str(preds), str(tmp_path / "out")], "model.pt: not a readable tctseg checkpoint"),
+        "evaluate": (["evaluate", str(preds), str(ground_truth), "--classes", "liver,spleen",
+                      "--out", str(tmp_path / "metrics"), "--no-progress"], "preds/case_000.nii.gz: cannot read"),
+        "report": (["report", str(tmp_path / "no_run")], "no_run: run directory not found"),
+        "phantom": (["phantom", str(blocker / "phantom"), "--size", "tiny"], f"{blocker / 'phantom'}: cannot create the folder"),
+        "run": (["run", str(unknown_key), "--no-progress"], "train.epochz: unknown key"),
+    }
+
+
+COMMANDS = ["prepare", "train", "predict", "evaluate", "report", "phantom", "run"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_bad_input_gives_exit_2_and_one_line_naming_the_file_or_key(tmp_path, capsys, command):
+    argv, expected = _bad_inputs(tmp_path)[command]
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert code == 2, captured.err
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    error_lines = [line for line in lines if line.startswith(f"tctseg {command}: error: ")]
+    assert len(error_lines) == 1, captured.err
+    assert expected in error_lines[0], error_lines[0]
+    assert "Traceback" not in captured.err + captured.out
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_debug_lets_the_error_through_with_its_traceback(tmp_path, command):
+    argv, expected = _bad_inputs(tmp_path)[command]
+    with pytest.raises(TctsegError, match=expected.replace("[", r"\[").replace("(", r"\(")):
+        main(["--debug", *argv])
+    with pytest.raises(TctsegError):
+        main([argv[0], "--debug", *argv[1:]])
+
+
+def test_a_scan_that_cannot_be_read_is_reported_by_predict_without_traceback(tmp_path, capsys):
+    from _training_data import memory_cases, tiny_config
+
+    from tctseg.training import Trainer
+
+    train, _ = memory_cases()
+    Trainer(tiny_config(epochs=1, iterations_per_epoch=1), tmp_path / "run", device="cpu", train_cases=train,
+            val_cases=[], progress=False).fit()
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((24, 24, 12), np.float32), np.eye(4)), scans / "good.nii.gz")
+    (scans / "broken.nii.gz").write_bytes(b"\x1f\x8b\x08\x00 cut short")
+    code = main(["predict", str(tmp_path / "run" / "checkpoint_last.pt"), str(scans), str(tmp_path / "out"),
+                 "--modality", "CT", "--no-progress"])
+    out = capsys.readouterr()
+    assert code == 1  # the readable scan was predicted; the exit status says one failed
+    assert "1 written" in out.out and "1 failed" in out.out
+    assert "broken.nii.gz: cannot read NIfTI file" in out.out
+    assert "Traceback" not in out.out + out.err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.nii.gz", "index.json"]
+
+
+def test_the_installed_command_prints_no_traceback_unless_debug(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("classes: [liver]\ndatasets: []\ntrain: {lr: -1}\n")
+    plain = subprocess.run([sys.executable, "-m", "tctseg", "train", str(bad)], env=env, capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 2
+    assert plain.stderr.strip() == f"tctseg train: error: {bad}: train.lr: must be > 0, got -1.0"
+    debug = subprocess.run([sys.executable, "-m", "tctseg", "--debug", "train", str(bad)], env=env, capture_output=True, text=True, timeout=120)
+    assert debug.returncode != 0
+    assert "Traceback (most recent call last)" in debug.stderr and "ConfigError" in debug.stderr

@@ -1,0 +1,411 @@
+"""Nothing is lost under faults: SIGKILL during train/prepare/predict, unwritable or full outputs,
+and checkpoints that do not match (or hold code) are refused.
+
+Kill points are drawn from a seeded generator, so a failure reproduces. Every process runs on
+one thread (OMP_NUM_THREADS=1, torch.set_num_threads(1)) so CPU results are bit-identical.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import hashlib
+import os
+import pathlib
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from _training_data import memory_cases, phantom_volume, tiny_config, write_run_config
+
+from tctseg.cli import main
+from tctseg.config import load_config
+from tctseg.errors import CheckpointError, OutputError
+from tctseg.training import Trainer, load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+RNG = random.Random(20240609)  # the kill points
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _tctseg(*args) -> list[str]:
+    return [sys.executable, "-m", "tctseg", *map(str, args)]
+
+
+def _kill_when(command: list[str], ready, delay: float, timeout: float = 120) -> None:
+    """Start ``command``, wait until ``ready()``, sleep ``delay`` s, SIGKILL it (it must still run)."""
+    proc = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+            assert time.monotonic() < deadline, "never reached the kill point"
+            time.sleep(0.01)
+        time.sleep(delay)
+        assert proc.poll() is None, "finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+
+def _epochs_logged(run: Path) -> list[str]:
+    if not (run / "log.csv").exists():
+        return []
+    with (run / "log.csv").open(newline="") as f:
+        return [row["epoch"] for row in csv.DictReader(f) if row.get("epoch")]
+
+
+def _assert_same_weights(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --------------------------------------------------------------------------- SIGKILL during training
+
+
+@pytest.mark.slow
+def test_three_sigkills_during_training_each_resumed_reach_the_uninterrupted_weights(tmp_path):
+    epochs = 8
+    config_path = write_run_config(tmp_path, epochs=epochs, iterations_per_epoch=16, val_every=4)
+    run = tmp_path / "killed"
+    command = _tctseg("train", config_path, "--output", run, "--device", "cpu", "--no-progress")
+    # three distinct epochs after which to kill, each with a random delay into the next epoch
+    # (mid-step, mid-validation or mid-checkpoint-write)
+    kill_after = sorted(RNG.sample(range(1, epochs - 1), 3))
+    delays = [RNG.uniform(0.0, 0.25) for _ in kill_after]
+    for i, (epoch, delay) in enumerate(zip(kill_after, delays)):
+        _kill_when(command + (["--resume"] if i else []), lambda e=epoch: len(_epochs_logged(run)) >= e, delay)
+        assert load_checkpoint(run / "checkpoint_last.pt")["epoch"] >= epoch  # never a half-written checkpoint
+        assert not list(run.glob("*.tmp-*")) or all(not p.name.endswith(".pt") for p in run.glob("*.tmp-*"))
+    finished = subprocess.run(command + ["--resume"], env=ENV, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert _epochs_logged(run) == [str(e) for e in range(1, epochs + 1)]
+
+    reference = Trainer(load_config(config_path), tmp_path / "straight", device="cpu", progress=False)
+    reference.fit()
+    last = load_checkpoint(run / "checkpoint_last.pt")
+    _assert_same_weights(reference.method.state_dict(), last["model"])
+    assert last["best_metric"] == reference.best_metric
+    _assert_same_weights(load_checkpoint(tmp_path / "straight" / "checkpoint_best.pt")["model"],
+                         load_checkpoint(run / "checkpoint_best.pt")["model"])
+
+
+# --------------------------------------------------------------------------- SIGKILL during prepare
+
+
+def _cache_arrays(cache: Path) -> dict[str, str]:
+    return {str(p.relative_to(cache)): _sha(p) for p in sorted(cache.rglob("*.npy"))}
+
+
+@pytest.mark.slow
+def test_sigkill_during_prepare_leaves_no_half_case_in_use_and_a_rerun_equals_a_clean_run(tmp_path):
+    from _training_data import write_nnunet_dataset
+    import yaml
+
+    from tctseg.preprocessing.cache import cache_root, load_prepared, prepare
+
+    data = write_nnunet_dataset(tmp_path / "raw", seeds=())
+    for seed in range(8):  # larger than the helper's volumes, so that the kill lands mid-way
+        image, label = phantom_volume(seed, (64, 64, 40))
+        nib.save(nib.Nifti1Image(image * 400 - 100, np.eye(4)), data / "imagesTr" / f"case_{seed:03d}_0000.nii.gz")
+        nib.save(nib.Nifti1Image(label, np.eye(4)), data / "labelsTr" / f"case_{seed:03d}.nii.gz")
+    raw = {
+        "classes": ["liver", "spleen"], "cache_dir": str(tmp_path / "cache"),
+        "datasets": [{"name": "d", "format": "nnunet", "path": str(data), "label_map": {1: "liver", 2: "spleen"}}],
+        "preprocessing": {"spacing": [0.5, 0.5, 0.5], "workers": 1},
+    }
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(raw))
+    config = load_config(config_path)
+    dataset_dir = cache_root(config) / "d"
+    _kill_when(_tctseg("prepare", config_path, "--quiet"),
+               lambda: dataset_dir.is_dir() and any(dataset_dir.iterdir()), RNG.uniform(0.0, 0.2))
+    done = [p for p in dataset_dir.iterdir() if ".partial-" not in p.name]
+    assert len(done) < 8, "prepare finished before the kill"
+    # a partial folder (left by this kill, or planted: the kill may land between cases) is never read
+    planted = dataset_dir / "case_007.partial-99999"
+    planted.mkdir(exist_ok=True)
+    (planted / "meta.json").write_text("{half")
+    (planted / "image.npy").write_bytes(b"\x93NUMPY half")
+    visible = {c.case_id for c in load_prepared(config, "train")} if done else set()
+    assert visible == {p.name for p in done}
+    for case in (load_prepared(config, "train") if done else []):
+        assert np.asarray(case.image).shape == tuple(case.meta["prepared"]["shape"])
+
+    rerun = subprocess.run(_tctseg("prepare", config_path, "--quiet"), env=ENV, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert not [p for p in dataset_dir.iterdir() if ".partial-" in p.name or ".stale-" in p.name]
+
+    clean = load_config(config_path, [f"cache_dir={tmp_path / 'clean'}"])
+    prepare(clean, progress=False, workers=1)
+    assert _cache_arrays(tmp_path / "cache") == _cache_arrays(tmp_path / "clean")
+    assert len(_cache_arrays(tmp_path / "cache")) == 16
+
+
+# --------------------------------------------------------------------------- SIGKILL during predict
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    torch.set_num_threads(1)
+    train, _ = memory_cases()
+    run = tmp_path_factory.mktemp("model")
+    Trainer(tiny_config("tct", epochs=1, iterations_per_epoch=1), run, device="cpu", train_cases=train,
+            val_cases=[], progress=False).fit()
+    return run / "checkpoint_last.pt"
+
+
+def _write_scans(folder: Path, count: int, shape=(40, 40, 24)) -> Path:
+    folder.mkdir(parents=True)
+    for i in range(count):
+        image, _ = phantom_volume(i, shape)
+        nib.save(nib.Nifti1Image((image * 400 - 100).astype(np.float32), np.diag([1.0, 1.0, 1.0, 1.0])),
+                 folder / f"scan{i}.nii.gz")
+    return folder
+
+
+def _assert_outputs_complete(out: Path, scans: Path) -> None:
+    for path in out.iterdir():
+        if path.name.endswith(".nii.gz"):
+            assert not path.name.startswith("."), path  # temp names never look like outputs
+            labels = np.asarray(nib.load(path).dataobj)  # reads (and gunzips) every byte
+            assert labels.shape == nib.load(scans / path.name).shape
+
+
+@pytest.mark.slow
+def test_sigkill_during_predict_leaves_no_output_looking_complete_and_a_rerun_finishes(tmp_path, tiny_checkpoint):
+    from tctseg.inference import predict_cases
+
+    scans = _write_scans(tmp_path / "scans", 6)
+    out = tmp_path / "out"
+    command = _tctseg("predict", tiny_checkpoint, scans, out, "--modality", "CT", "--no-progress")
+    _kill_when(command, lambda: out.is_dir() and any(p.name.endswith(".nii.gz") for p in out.iterdir()),
+               RNG.uniform(0.0, 0.3))
+    written = [p for p in out.iterdir() if p.name.endswith(".nii.gz")]
+    assert 1 <= len(written) < 6, "predict finished before the kill"
+    _assert_outputs_complete(out, scans)
+
+    rerun = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert f"{len(written)} skipped" in rerun.stdout
+    _assert_outputs_complete(out, scans)
+    predict_cases(tiny_checkpoint, [scans], tmp_path / "clean", modality="CT", progress=False)
+    for i in range(6):
+        name = f"scan{i}.nii.gz"
+        assert np.array_equal(np.asarray(nib.load(out / name).dataobj), np.asarray(nib.load(tmp_path / "clean" / name).dataobj))
+
+
+# --------------------------------------------------------------------------- unwritable or full outputs
+
+
+def _disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_train_into_an_unwritable_folder_fails_before_the_first_epoch(tmp_path, capsys, monkeypatch):
+    config_path = write_run_config(tmp_path)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")  # root ignores permission bits: a path below a FILE cannot be written
+    code = main(["train", str(config_path), "--output", str(blocker / "run"), "--device", "cpu", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"{blocker / 'run'}: cannot write the output folder" in err
+    assert not (tmp_path / "cache").exists(), "the cache was prepared before the output was checked"
+
+    train, val = memory_cases()
+    config = tiny_config("tct", epochs=2)
+    monkeypatch.setattr(Trainer, "train_epoch", lambda *a: pytest.fail("an epoch ran"))
+    with pytest.raises(OutputError, match="run: cannot write the output folder .*No space left"):
+        monkeypatch.setattr(pathlib.Path, "write_text", _disk_full)
+        Trainer(config, tmp_path / "run", device="cpu", train_cases=train, val_cases=val, progress=False)
+
+
+def test_disk_full_while_saving_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    import tctseg.training.checkpoint as checkpoint_module
+
+    train, val = memory_cases()
+    trainer = Trainer(tiny_config("tct", epochs=3), tmp_path / "run", device="cpu", train_cases=train,
+                      val_cases=val, progress=False)
+    real_save = torch.save
+    calls = []
+
+    def save_then_fill_the_disk(state, path):
+        calls.append(path)
+        if len(calls) > 2:  # epoch 1's last + best succeed; epoch 2 finds the disk full mid-write
+            Path(path).write_bytes(b"half a checkpoint")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_save(state, path)
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", save_then_fill_the_disk)
+    with pytest.raises(CheckpointError, match="checkpoint_last.pt: cannot write checkpoint .No space left"):
+        trainer.fit()
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "run" / "checkpoint_last.pt")["epoch"] == 1
+    assert sorted(p.name for p in (tmp_path / "run").glob(".*tmp*")) == []
+
+
+def test_predict_into_an_unwritable_or_full_folder_fails_before_any_case(tmp_path, tiny_checkpoint, monkeypatch, capsys):
+    from tctseg.inference import predict as predict_module
+
+    scans = _write_scans(tmp_path / "scans", 2, shape=(24, 24, 12))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    assert main(["predict", str(tiny_checkpoint), str(scans), str(blocker / "out"), "--modality", "CT", "--no-progress"]) == 2
+    assert f"{blocker / 'out'}: cannot write the output folder" in capsys.readouterr().err
+
+    ran = []
+    monkeypatch.setattr(predict_module, "sliding_window_probabilities", lambda *a, **k: ran.append(1))
+    monkeypatch.setattr(pathlib.Path, "write_bytes", _disk_full)
+    with pytest.raises(OutputError, match="out2: cannot write the output folder .No space left"):
+        predict_module.predict_cases(tiny_checkpoint, [scans], tmp_path / "out2", modality="CT", progress=False)
+    assert ran == []
+
+
+def test_disk_full_mid_predict_stops_with_no_partial_output(tmp_path, tiny_checkpoint, monkeypatch):
+    from tctseg.inference import predict_cases
+
+    scans = _write_scans(tmp_path / "scans", 2, shape=(24, 24, 12))
+
+    def half_then_full(self, stream):
+        stream.write(b"\x00" * 100)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(nib.Nifti1Image, "to_stream", half_then_full)
+    with pytest.raises(OutputError, match="scan0.nii.gz: cannot write .No space left"):
+        predict_cases(tiny_checkpoint, [scans], tmp_path / "out", modality="CT", progress=False)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["index.json"]
+
+
+def test_prepare_into_an_unwritable_or_full_cache_fails_clearly_and_keeps_prepared_cases(tmp_path, monkeypatch, capsys):
+    from tctseg.preprocessing.cache import cache_root, prepare
+
+    config_path = write_run_config(tmp_path)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    assert main(["prepare", str(config_path), "--set", f"cache_dir={blocker / 'cache'}", "--quiet"]) == 2
+    assert f"{blocker / 'cache'}" in capsys.readouterr().err
+
+    config = load_config(config_path)
+    prepare(config, progress=False, workers=1)
+    before = {p: _sha(p) for p in cache_root(config).rglob("*") if p.is_file()}
+    source = tmp_path / "raw" / "imagesTr" / "case_001_0000.nii.gz"
+    os.utime(source, (1, 1))  # a changed source: case_001 is prepared again ...
+    monkeypatch.setattr(np, "save", _disk_full)  # ... onto a full disk
+    with pytest.raises(OutputError, match=r"case_001\.partial-\d+: cannot write the prepared case .No space left"):
+        prepare(config, progress=False, workers=1)
+    monkeypatch.undo()
+    assert {p: _sha(p) for p in cache_root(config).rglob("*") if p.is_file()} == before
+    assert not list(cache_root(config).rglob("*.partial-*"))
+
+
+def test_evaluate_into_an_unwritable_or_full_folder_fails_before_evaluating(tmp_path, monkeypatch, capsys):
+    import tctseg.evaluation.evaluate as evaluate_module
+
+    folder = tmp_path / "gt"
+    folder.mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.uint8), np.eye(4)), folder / "a.nii.gz")
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    calls = []
+    monkeypatch.setattr(evaluate_module, "evaluate_folders", lambda *a, **k: calls.append(1))
+    assert main(["evaluate", str(folder), str(folder), "--classes", "liver", "--out", str(blocker / "m")]) == 2
+    assert f"--out {blocker / 'm'}: cannot write the metrics folder" in capsys.readouterr().err
+    monkeypatch.setattr(pathlib.Path, "write_bytes", _disk_full)
+    assert main(["evaluate", str(folder), str(folder), "--classes", "liver", "--out", str(tmp_path / "m")]) == 2
+    assert "No space left" in capsys.readouterr().err
+    assert calls == []
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def test_resume_with_other_classes_or_preprocessing_is_refused_saying_what_differs(tmp_path, capsys):
+    config_path = write_run_config(tmp_path)
+    train, val = memory_cases()
+    run = tmp_path / "run"
+    Trainer(load_config(config_path), run, device="cpu", train_cases=train, val_cases=val, progress=False).fit(stop_after_epoch=1)
+    base = ["train", str(config_path), "--output", str(run), "--resume", "--no-prepare", "--device", "cpu", "--no-progress"]
+
+    assert main(base + ["--set", "preprocessing.spacing=[1.0,1.0,2.0]"]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint_last.pt: checkpoint was trained with other preprocessing settings" in err
+    assert "preprocessing.spacing: checkpoint [1.0, 1.0, 1.0], config [1.0, 1.0, 2.0]" in err
+    assert main(base + ["--set", "classes=[liver,spleen,pancreas]"]) == 2
+    assert "trained for classes ['liver', 'spleen'], but the config has classes ['liver', 'spleen', 'pancreas']" in capsys.readouterr().err
+
+
+def test_predict_refuses_a_checkpoint_whose_records_disagree(tmp_path, tiny_checkpoint, capsys):
+    state = torch.load(tiny_checkpoint, weights_only=True)
+    state["classes"] = ["liver", "kidney"]
+    edited = tmp_path / "edited.pt"
+    torch.save(state, edited)
+    scans = _write_scans(tmp_path / "scans", 1, shape=(24, 24, 12))
+    assert main(["predict", str(edited), str(scans), str(tmp_path / "out"), "--modality", "CT"]) == 2
+    err = capsys.readouterr().err
+    assert "edited.pt: checkpoint was trained for classes ['liver', 'kidney'], but the config has classes ['liver', 'spleen']" in err
+    assert not (tmp_path / "out").exists()
+
+
+class _Payload:
+    """Unpickling it would run ``open(marker, 'w')``: code execution from a checkpoint file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("as_zip", [True, False])
+def test_a_checkpoint_with_code_in_it_is_refused_and_the_code_never_runs(tmp_path, tiny_checkpoint, capsys, as_zip):
+    import pickle
+
+    marker = tmp_path / "marker"
+    state = torch.load(tiny_checkpoint, weights_only=True)
+    state["epoch"] = _Payload(marker)
+    evil = tmp_path / "evil.pt"
+    if as_zip:
+        torch.save(state, evil)
+    else:
+        evil.write_bytes(pickle.dumps(state))
+    with pytest.raises(CheckpointError, match="evil.pt: refused: a checkpoint may hold only weights and plain data, never code"):
+        load_checkpoint(evil)
+    assert main(["predict", str(evil), str(tmp_path), str(tmp_path / "out"), "--modality", "CT"]) == 2
+    assert "evil.pt: refused" in capsys.readouterr().err
+    assert not marker.exists()
+
+
+def test_resume_from_a_checkpoint_without_rng_state_is_refused(tmp_path):
+    train, val = memory_cases()
+    config = tiny_config("tct", epochs=2)
+    kwargs = dict(device="cpu", train_cases=train, val_cases=val, progress=False)
+    Trainer(config, tmp_path / "run", **kwargs).fit(stop_after_epoch=1)
+    path = tmp_path / "run" / "checkpoint_last.pt"
+    state = torch.load(path, weights_only=True)
+    del state["rng"]
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match=r"checkpoint_last.pt: cannot resume from it \(KeyError: 'rng'\)"):
+        Trainer(config, tmp_path / "run", resume=True, **kwargs)
