@@ -105,14 +105,22 @@ def run_method(
     overwrite: bool = False,
     device: str = "cpu",
     progress: bool = True,
+    init_checkpoint: Path | None = None,
 ) -> dict[str, Any]:
-    """Train ``method`` into ``run_dir/<method>``, predict and evaluate the test cases."""
+    """Train ``method`` into ``run_dir/<method>``, predict and evaluate the test cases.
+
+    ``init_checkpoint``: start a fresh training from this checkpoint's weights (fine-tuning).
+    """
     from tctseg.training.trainer import Trainer
 
     method_config = dataclasses.replace(config, method=dataclasses.replace(config.method, name=method))
     method_dir = run_dir / method
     start = time.perf_counter()
     trainer = Trainer(method_config, method_dir, resume=resume, overwrite=overwrite, device=device, progress=progress)
+    if init_checkpoint is not None and trainer.start_epoch == 0:  # a resumed fine-tuning keeps its own weights
+        from tctseg.training.checkpoint import load_checkpoint
+
+        trainer.method.load_state_dict(load_checkpoint(init_checkpoint)["model"])
     summary = trainer.fit()
     train_seconds = time.perf_counter() - start
     best = Path(summary["best_checkpoint"]) if summary.get("best_checkpoint") else None

@@ -34,6 +34,7 @@ from tctseg.report.overlays import class_overlays, load_index
 
 RUN_MARKERS = ("config.yaml", "log.csv", "metrics/metrics.json", "predictions", "checkpoint_last.pt")
 FILES_DIR = "report_files"
+TABLES_DIR = "tables"  # <name>.md written by `tctseg compare`
 
 
 def is_method_dir(path: Path) -> bool:
@@ -55,7 +56,8 @@ def build_report(run_dir: str | Path) -> Path:
         raise DataError(f"{run_dir}: run directory not found")
     results_path = run_dir / "results.json"
     method_dirs = _in_results_order(find_method_dirs(run_dir), _read_json(results_path))
-    if not method_dirs and not results_path.exists():
+    table_files = sorted((run_dir / TABLES_DIR).glob("*.md"))
+    if not method_dirs and not results_path.exists() and not table_files:
         raise DataError(
             f"{run_dir}: not a run directory (no {', '.join(RUN_MARKERS)} in it or its sub-folders, no results.json)"
         )
@@ -65,6 +67,10 @@ def build_report(run_dir: str | Path) -> Path:
     ]
     if results_path.exists():
         blocks += _results_summary(results_path)
+    if table_files:
+        blocks.append(Heading(2, "Tables (tctseg compare)"))
+        for path in table_files:
+            blocks += _markdown_table_blocks(path)
     metrics = {d.name: _read_json(d / "metrics" / "metrics.json") for d in method_dirs}
     with_metrics = {name: m for name, m in metrics.items() if m}
     if len(with_metrics) > 1:
@@ -192,6 +198,25 @@ def _results_summary(path: Path) -> list[Block]:
             + [_pct(r, "mean_dsc"), _mm(r, "mean_hd95"), _duration(r.get("wall_time_s"))]
         )
     return [Heading(2, "Summary (results.json)"), Table(header, rows)]
+
+
+def _markdown_table_blocks(path: Path) -> list[Block]:
+    """A compare table file (``# title``, paragraphs, one pipe table) as report blocks."""
+    blocks: list[Block] = []
+    rows: list[list[str]] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if not all(set(c) <= set("-: ") for c in cells):  # not the |---| separator
+                rows.append(cells)
+        elif line.startswith("# "):
+            blocks.append(Heading(3, line[2:]))
+        elif line:
+            blocks.append(Paragraph(line))
+    if rows:
+        blocks.append(Table(rows[0], rows[1:]))
+    return blocks
 
 
 # --------------------------------------------------------------------------- helpers

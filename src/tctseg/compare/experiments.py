@@ -1,0 +1,446 @@
+"""`run_compare`: the paper's experiments on the config's data, one table each.
+
+    tables = run_compare(config, ["tct", "tal"], "runs/compare", seeds=3)
+
+Every method trains on the same data, with the same budget and the same seeds
+(``train.seed + k`` for seed k), through ``experiment.run_method``. Tables:
+
+- ``main`` (Tab. 1/2): per-class DSC and HD95 per method on the test datasets;
+- ``efficiency`` (Tab. 10): parameters at inference, training s/epoch, inference s/patch;
+- ``lowdata`` (Tab. 3): each training dataset cut to 20/50/100% of its cases;
+- ``ablation`` (Tab. 5, 7, 8, 9): TCT with one switch changed at a time;
+- ``generalisation`` (Tab. 11/12): the main runs per test dataset;
+- ``transfer`` (Tab. 4): fine-tuning the trained TCT model on part of a fully labeled set
+  against training from scratch, evaluated on its held-out part.
+
+Written to ``<output>/tables/<name>.{md,csv}``, ``<output>/results.json`` (the main table's
+means) and the HTML report; runs live in ``<output>/<table>/<variant>/seed<k>/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tctseg.compare.efficiency import inference_parameters, inference_seconds
+from tctseg.compare.runs import RunBook
+from tctseg.compare.subsets import fraction_cases, split_half, with_training_fraction
+from tctseg.compare.tables import CompareTable, budget_line, format_duration, mean_sd, plural, write_table
+from tctseg.config import Config, DatasetConfig
+from tctseg.errors import ConfigError
+from tctseg.experiment import RESULTS_JSON, TestCase, write_ground_truths
+
+TABLE_NAMES = ("main", "efficiency", "lowdata", "ablation", "generalisation", "transfer")
+DEFAULT_FRACTIONS = (0.2, 0.5, 1.0)
+PAPER_PATCH = (192, 192, 64)
+
+# (paper table, variant folder, row label, method switches changed from the config's own)
+ABLATIONS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
+    ("Tab. 5", "consistency", "with task consistency", {"consistency": True}),
+    ("Tab. 5", "no_consistency", "without task consistency", {"consistency": False}),
+    ("Tab. 7", "threshold_none", "threshold: none", {"threshold": None}),
+    ("Tab. 7", "threshold_0.5", "threshold: 0.5", {"threshold": 0.5}),
+    ("Tab. 7", "threshold_batch_mean", "threshold: batch mean", {"threshold": "batch_mean"}),
+    ("Tab. 7", "threshold_task_mean", "threshold: task mean", {"threshold": "task_mean"}),
+    ("Tab. 7", "threshold_median", "threshold: median", {"threshold": "median"}),
+    ("Tab. 8", "iou_filter", "IoU filter", {"confidence_filter": False}),
+    ("Tab. 8", "confidence_filter", "confidence filter", {"confidence_filter": True}),
+    ("Tab. 9", "uwl", "UWL", {"weighting": "uwl"}),
+    ("Tab. 9", "uauwl", "UAUWL", {"weighting": "uauwl"}),
+)
+
+
+def metric_header(classes: Sequence[str]) -> list[str]:
+    """Per-class DSC, per-class HD95, then the means."""
+    return [f"{c} DSC (%)" for c in classes] + [f"{c} HD95 (mm)" for c in classes] + ["mean DSC (%)", "mean HD95 (mm)"]
+
+
+def metric_cells(results: Sequence[dict[str, Any]], classes: Sequence[str], dataset: str | None = None) -> list[str]:
+    """The :func:`metric_header` cells of one row, mean ± sd over ``results`` (one per seed)."""
+    scores = [r.get("per_dataset", {}).get(dataset, {}) if dataset else r for r in results]
+    per_class = [s.get("per_class") or {} for s in scores]
+    dsc = [mean_sd([p.get(c, {}).get("dsc") for p in per_class], scale=100) for c in classes]
+    hd = [mean_sd([p.get(c, {}).get("hd95") for p in per_class]) for c in classes]
+    return dsc + hd + [mean_sd([s.get("mean_dsc") for s in scores], scale=100), mean_sd([s.get("mean_hd95") for s in scores])]
+
+
+def seed_config(config: Config, seed_index: int) -> Config:
+    """``config`` for seed k: ``train.seed + k``."""
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, seed=config.train.seed + seed_index))
+
+
+def tct_variant(config: Config, **switches: Any) -> Config:
+    """``config`` with TCT as the method and some of its switches changed."""
+    return dataclasses.replace(config, method=dataclasses.replace(config.method, name="tct", **switches))
+
+
+def _wall_time(results: Sequence[dict[str, Any]]) -> float:
+    unique = {r["folder"]: r.get("wall_time_s") or 0.0 for r in results}
+    return float(sum(unique.values()))
+
+
+class Comparison:
+    """The runs and tables of one ``tctseg compare``."""
+
+    def __init__(
+        self,
+        config: Config,
+        methods: Sequence[str],
+        output: Path,
+        *,
+        seeds: int,
+        fractions: Sequence[float],
+        transfer_dataset: str | None,
+        infer_patch: Sequence[int],
+        device: str,
+        progress: bool,
+        overwrite: bool,
+    ):
+        self.config = config
+        self.methods = list(methods)
+        self.output = output
+        self.seeds = seeds
+        self.fractions = sorted(set(fractions))
+        self.transfer_dataset = transfer_dataset
+        self.infer_patch = tuple(infer_patch)
+        self.device = device
+        self.progress = progress
+        self.book = RunBook(output, device=device, progress=progress, overwrite=overwrite)
+        self._cases: list[TestCase] | None = None
+        self._main: dict[str, list[dict[str, Any]]] = {}
+
+    # ------------------------------------------------------------------ shared pieces
+
+    @property
+    def test_cases(self) -> list[TestCase]:
+        """The config's test cases, their ground truths written once under ``<output>/ground_truth``."""
+        if self._cases is None:
+            from tctseg.preprocessing.cache import prepare
+
+            prepare(self.config, roles=("train", "validation"), progress=self.progress)
+            self._cases = write_ground_truths(self.config, self.output)
+        return self._cases
+
+    def main_results(self, method: str) -> list[dict[str, Any]]:
+        """One main-table run per seed of ``method``."""
+        if method not in self._main:
+            self._main[method] = [
+                self.book.run("main", method, k, seed_config(self.config, k), method, self.test_cases)
+                for k in range(self.seeds)
+            ]
+        return self._main[method]
+
+    def budget(self, wall_time_s: float, extra: str = "") -> str:
+        return budget_line(self.config, self.seeds, self.device, wall_time_s, extra)
+
+    # ------------------------------------------------------------------ tables
+
+    def main_table(self) -> CompareTable:
+        classes = self.config.classes
+        results = {m: self.main_results(m) for m in self.methods}
+        datasets = dict.fromkeys(c.dataset for c in self.test_cases)
+        counts = ", ".join(f"{d} ({plural(sum(c.dataset == d for c in self.test_cases), 'case')})" for d in datasets)
+        return CompareTable(
+            name="main",
+            title="Per-class DSC and HD95 on the test datasets (paper Tab. 1/2)",
+            header=["method"] + metric_header(classes),
+            rows=[[m] + metric_cells(r, classes) for m, r in results.items()],
+            budget=self.budget(sum(_wall_time(r) for r in results.values())),
+            notes=[
+                f"Test datasets: {counts}; each case is scored on the classes its dataset annotates.",
+                "DSC in %, HD95 in mm; mean ± sd (sample sd) over seeds.",
+            ],
+        )
+
+    def efficiency_table(self) -> CompareTable:
+        from tctseg.methods import build_method
+        from tctseg.network import count_parameters
+
+        patch = "×".join(map(str, self.infer_patch))
+        main = {m: self.main_results(m) for m in self.methods}
+        run_time = sum(_wall_time(r) for r in main.values())
+        start = time.perf_counter()
+        rows = []
+        for m, results in main.items():
+            method_config = dataclasses.replace(self.config, method=dataclasses.replace(self.config.method, name=m))
+            method = build_method(method_config)
+            counted = inference_parameters(method, self._smallest_patch())
+            seconds = inference_seconds(method, self.infer_patch, self.device)
+            rows.append([
+                m,
+                f"{counted / 1e6:.3f}",
+                f"{count_parameters(method) / 1e6:.3f}",
+                mean_sd([r.get("epoch_time_s") for r in results]),
+                f"{seconds:.3f}",
+                mean_sd([r.get("mean_dsc") for r in results], scale=100),
+            ])
+            del method
+        timing = time.perf_counter() - start
+        return CompareTable(
+            name="efficiency",
+            title="Parameters, training and inference time (paper Tab. 10)",
+            header=["method", "parameters at inference (M)", "parameters in training (M)",
+                    "training time per epoch (s)", f"inference time per {patch} patch (s)", "mean DSC (%)"],
+            rows=rows,
+            budget=self.budget(run_time + timing, extra=f"inference patch {patch} on {self.device}"),
+            notes=[
+                "Parameters at inference: those method.predict_logits uses (TCT's auxiliary task heads "
+                "and loss weights excluded); in training: every parameter the method optimises.",
+                "Training time per epoch: mean epoch_time_s of the main runs' log.csv (mean ± sd over seeds); "
+                f"inference: median of 3 predict_logits calls on one random [1, 1, {', '.join(map(str, self.infer_patch))}] "
+                "patch after a warm-up. Timings on shared CPUs are noisy.",
+            ],
+        )
+
+    def _smallest_patch(self) -> tuple[int, ...]:
+        # a small patch every U-Net level can halve, leaving 2×2×2 at the bottom (instance norm needs > 1 voxel)
+        side = 2 ** self.config.network.depth
+        return (side, side, side)
+
+    def lowdata_table(self) -> CompareTable:
+        from tctseg.preprocessing.cache import load_prepared
+
+        classes = self.config.classes
+        _ = self.test_cases  # prepares the cache
+        train_ids: dict[str, list[str]] = {}
+        for case in load_prepared(self.config, "train"):
+            train_ids.setdefault(case.dataset, []).append(case.case_id)
+        rows, used = [], []
+        for m in self.methods:
+            for f in self.fractions:
+                results = []
+                for k in range(self.seeds):
+                    config = with_training_fraction(seed_config(self.config, k), train_ids, f)
+                    results.append(self.book.run("lowdata", f"{m}_{round(100 * f)}pct", k, config, m, self.test_cases))
+                used += results
+                count = sum(len(fraction_cases(ids, f)) for ids in train_ids.values())
+                rows.append([m, f"{round(100 * f)}%", str(count)] + metric_cells(results, classes))
+        subsets = "; ".join(f"{d}: {plural(len(ids), 'case')}" for d, ids in train_ids.items())
+        return CompareTable(
+            name="lowdata",
+            title="Low-data regimes: a fraction of each training dataset (paper Tab. 3)",
+            header=["method", "training fraction", "training cases"] + metric_header(classes),
+            rows=rows,
+            budget=self.budget(_wall_time(used)),
+            notes=[
+                f"Training datasets at 100%: {subsets}. Each keeps the first round(fraction · n) "
+                "(at least 1) of its cases by sorted case id; same test sets as the main table.",
+                "DSC in %, HD95 in mm; mean ± sd over seeds.",
+            ],
+        )
+
+    def ablation_table(self) -> CompareTable:
+        classes = self.config.classes
+        own = self.config.method
+        rows, used = [], []
+        for paper_table, folder, label, switches in ABLATIONS:
+            results = [
+                self.book.run("ablation", folder, k, tct_variant(seed_config(self.config, k), **switches), "tct", self.test_cases)
+                for k in range(self.seeds)
+            ]
+            used += results
+            same = all(getattr(own, key) == value for key, value in switches.items())
+            rows.append([paper_table, label + (" (config)" if same else "")] + metric_cells(results, classes))
+        return CompareTable(
+            name="ablation",
+            title="TCT ablations: consistency (Tab. 5), threshold (Tab. 7), filter (Tab. 8), loss weighting (Tab. 9)",
+            header=["paper table", "TCT variant"] + metric_header(classes),
+            rows=rows,
+            budget=self.budget(_wall_time(used)),
+            notes=[
+                f"Each row changes one switch of the config's TCT (consistency {own.consistency}, threshold "
+                f"{own.threshold}, {'confidence' if own.confidence_filter else 'IoU'} filter, weighting "
+                f"{own.weighting}); a row equal to the config is marked (config) and is the main table's TCT run.",
+                "DSC in %, HD95 in mm; mean ± sd over seeds.",
+            ],
+        )
+
+    def generalisation_table(self) -> CompareTable:
+        classes = self.config.classes
+        results = {m: self.main_results(m) for m in self.methods}
+        datasets = dict.fromkeys(c.dataset for c in self.test_cases)
+        fully = {d for d in datasets if all(set(c.annotated) == set(classes) for c in self.test_cases if c.dataset == d)}
+        rows = [
+            [d, "yes" if d in fully else "no", m] + metric_cells(r, classes, dataset=d)
+            for d in datasets for m, r in results.items()
+        ]
+        return CompareTable(
+            name="generalisation",
+            title="Per test dataset, fully labeled sets separately (paper Tab. 11/12)",
+            header=["test dataset", "fully labeled", "method"] + metric_header(classes),
+            rows=rows,
+            budget=self.budget(sum(_wall_time(r) for r in results.values())),
+            notes=["The main table's runs, scored per test dataset (metrics.json per_dataset); "
+                   "– where a dataset does not annotate a class. DSC in %, HD95 in mm; mean ± sd over seeds."],
+        )
+
+    def transfer_table(self) -> CompareTable:
+        classes = self.config.classes
+        header = ["start", "fine-tune fraction", "fine-tune cases"] + metric_header(classes)
+        table = CompareTable(
+            name="transfer",
+            title="Transfer learning: fine-tuning the trained TCT model vs training from scratch (paper Tab. 4)",
+            header=header,
+        )
+        dataset, ids, why_not = self._transfer_source()
+        if dataset is None:
+            table.budget = self.budget(0.0)
+            table.notes = [f"Not run: {why_not}. Name one with --transfer-dataset."]
+            return table
+        finetune_ids, heldout_ids = split_half(ids)
+        base = dataclasses.replace(self.config, datasets=[
+            dataclasses.replace(dataset, role="train", cases=finetune_ids, exclude_cases=None),
+            # its own name: a checkpoint's config may not hold one dataset name twice
+            dataclasses.replace(dataset, name=f"{dataset.name}_heldout", role="test", cases=heldout_ids, exclude_cases=None),
+        ])
+        from tctseg.preprocessing.cache import prepare
+
+        prepare(base, roles=("train",), progress=self.progress)
+        transfer_dir = self.output / "transfer"
+        cases = write_ground_truths(base, transfer_dir)
+        used = []
+        for f in self.fractions:
+            subset = fraction_cases(finetune_ids, f)
+            for start, folder in (("fine-tuned from TCT", "finetune"), ("from scratch", "scratch")):
+                results = []
+                for k in range(self.seeds):
+                    config = seed_config(base, k)
+                    config = dataclasses.replace(config, datasets=[
+                        dataclasses.replace(config.datasets[0], cases=subset), config.datasets[1]])
+                    init = None
+                    if folder == "finetune":
+                        init = Path(self.main_results("tct")[k]["checkpoint"])
+                    results.append(self.book.run("transfer", f"{folder}_{round(100 * f)}pct", k, config, "tct", cases, init))
+                used += results
+                table.rows.append([start, f"{round(100 * f)}%", str(len(subset))] + metric_cells(results, classes))
+        table.budget = self.budget(_wall_time(used))
+        table.notes = [
+            f"Fully labeled set {dataset.name}: fine-tuned on the first {len(finetune_ids)} of its {len(ids)} cases by "
+            f"sorted id (a fraction keeps the first round(fraction · n), at least 1), evaluated on the other "
+            f"{len(heldout_ids)}. Fine-tuning starts from the main table's TCT checkpoint of the same seed; "
+            "both arms train TCT with the same budget.",
+            "DSC in %, HD95 in mm; mean ± sd over seeds.",
+        ]
+        if dataset.role == "train":
+            table.notes.append(f"Caution: {dataset.name} is a training dataset, so the pre-trained model has seen these cases.")
+        return table
+
+    def _transfer_source(self) -> tuple[DatasetConfig | None, list[str], str]:
+        """(dataset, its case ids, why none) — the named dataset, or the first fully labeled one."""
+        from tctseg.data.conversion import find_cases
+
+        named = [d for d in self.config.datasets if d.name == self.transfer_dataset]
+        if self.transfer_dataset is not None and not named:
+            raise ConfigError(f"--transfer-dataset: no dataset {self.transfer_dataset!r} in the config")
+        # prefer a set the main runs were not trained on
+        candidates = named or sorted(self.config.datasets, key=lambda d: d.role == "train")
+        reasons = []
+        for dataset in candidates:
+            cases = find_cases(dataset, self.config.classes)
+            if not all(c.label is not None and set(c.annotated) == set(self.config.classes) for c in cases):
+                reasons.append(f"{dataset.name} is not fully labeled")
+            elif len(cases) < 2:
+                reasons.append(f"{dataset.name} has fewer than 2 cases to split")
+            else:
+                return dataset, [c.case_id for c in cases], ""
+        return None, [], "no fully labeled dataset with at least 2 cases in the config (" + "; ".join(reasons) + ")"
+
+
+def _check_methods_build(config: Config, methods: Sequence[str], needs_tct: bool) -> None:
+    """Build every method once, so a missing option fails now, not after hours of training."""
+    from tctseg.methods import build_method
+
+    for name in dict.fromkeys([*methods, *(["tct"] if needs_tct else [])]):
+        build_method(dataclasses.replace(config, method=dataclasses.replace(config.method, name=name)))
+
+
+def check_tables(names: Sequence[str]) -> list[str]:
+    """Requested table names in the paper's order; ConfigError for an unknown one."""
+    unknown = [n for n in names if n not in TABLE_NAMES]
+    if unknown:
+        raise ConfigError(f"--tables: unknown table {unknown[0]!r}; known: {', '.join(TABLE_NAMES)}, all")
+    return [n for n in TABLE_NAMES if n in names]
+
+
+def run_compare(
+    config: Config,
+    methods: Sequence[str],
+    output: str | Path,
+    *,
+    seeds: int = 1,
+    tables: Sequence[str] = TABLE_NAMES,
+    fractions: Sequence[float] = DEFAULT_FRACTIONS,
+    transfer_dataset: str | None = None,
+    infer_patch: Sequence[int] = PAPER_PATCH,
+    device: str = "cpu",
+    progress: bool = True,
+    overwrite: bool = False,
+) -> dict[str, CompareTable]:
+    """Train, evaluate and write the requested tables (``TABLE_NAMES``) into ``<output>/tables/``."""
+    from tctseg.report import build_report
+
+    if seeds < 1:
+        raise ConfigError(f"--seeds: must be >= 1, got {seeds}")
+    if not methods:
+        raise ConfigError("--methods: no method given")
+    if len(infer_patch) != 3 or any(int(p) < 1 for p in infer_patch):
+        raise ConfigError(f"--infer-patch: expected three sizes >= 1, got {list(infer_patch)}")
+    for f in fractions:
+        fraction_cases(["x"], f)  # checks the range before any training
+    names = check_tables(tables)
+    _check_methods_build(config, methods, needs_tct="transfer" in names or "ablation" in names)
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    comparison = Comparison(
+        config, methods, output, seeds=seeds, fractions=fractions, transfer_dataset=transfer_dataset,
+        infer_patch=infer_patch, device=device, progress=progress, overwrite=overwrite,
+    )
+    builders: dict[str, Callable[[], CompareTable]] = {
+        "main": comparison.main_table,
+        "efficiency": comparison.efficiency_table,
+        "lowdata": comparison.lowdata_table,
+        "ablation": comparison.ablation_table,
+        "generalisation": comparison.generalisation_table,
+        "transfer": comparison.transfer_table,
+    }
+    start = time.perf_counter()
+    written: dict[str, CompareTable] = {}
+    for name in names:
+        table = builders[name]()
+        write_table(table, output / "tables")
+        print(f"[compare] table {name}: {output / 'tables' / (name + '.md')}", flush=True)
+        written[name] = table
+    if comparison._main:
+        write_results(comparison._main, config.classes, output / RESULTS_JSON)
+    build_report(output)
+    print(f"[compare] {comparison.book.count} run(s), {format_duration(time.perf_counter() - start)}", flush=True)
+    return written
+
+
+def write_results(main: dict[str, list[dict[str, Any]]], classes: Sequence[str], path: Path) -> None:
+    """``results.json`` in the report's format: per method the seed means of the main runs."""
+
+    def mean(values: list[Any]) -> float | None:
+        finite = [float(v) for v in values if v is not None]
+        return sum(finite) / len(finite) if finite else None
+
+    summary = {}
+    for method, results in main.items():
+        per_class = {}
+        for c in classes:
+            scores = [r.get("per_class", {}).get(c) for r in results]
+            scores = [s for s in scores if s]
+            if scores:
+                per_class[c] = {"dsc": mean([s.get("dsc") for s in scores]), "hd95": mean([s.get("hd95") for s in scores])}
+        summary[method] = {
+            "per_class": per_class,
+            "mean_dsc": mean([r.get("mean_dsc") for r in results]),
+            "mean_hd95": mean([r.get("mean_hd95") for r in results]),
+            "wall_time_s": sum(r.get("wall_time_s") or 0.0 for r in results),
+            "seeds": len(results),
+        }
+    path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

@@ -1,0 +1,139 @@
+"""Every training run of a comparison, each done once and kept on disk.
+
+A run is ``experiment.run_method`` (train → predict the test cases → evaluate) in
+``<output>/<table>/<variant>/seed<k>/<method>/``; its summary goes to
+``<output>/<table>/<variant>/seed<k>/result.json`` with a key of everything that defines it
+(config, method, test cases, starting weights). On a rerun a folder whose ``result.json``
+has the same key is reused and an unfinished training resumes, so an interrupted compare
+continues; two variants that are the same run (e.g. 100% of the data and the main table)
+train once.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from tctseg.config import Config
+from tctseg.errors import OutputError
+from tctseg.experiment import TestCase, run_method
+from tctseg.training.trainer import RUN_MARKERS
+
+RESULT_JSON = "result.json"
+
+
+def run_key(config: Config, method: str, cases: Sequence[TestCase], init_checkpoint: Path | None) -> str:
+    """A short hash of everything that makes a run what it is."""
+    settings = config.to_dict()
+    # where files go and how many workers load them does not change what is trained
+    for section, key in (("", "cache_dir"), ("", "output_dir"), ("preprocessing", "workers"), ("train", "num_workers")):
+        (settings[section] if section else settings).pop(key, None)
+    identity = {
+        "config": settings,
+        "method": method,
+        "test_cases": [[c.dataset, c.case_id] for c in cases],
+        "init_checkpoint": str(init_checkpoint) if init_checkpoint else None,
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def mean_epoch_time(log_csv: Path) -> float | None:
+    """Mean ``epoch_time_s`` over the epochs in a run's ``log.csv`` (None when there is none)."""
+    try:
+        with log_csv.open(encoding="utf-8", newline="") as f:
+            times = [float(row["epoch_time_s"]) for row in csv.DictReader(f) if row.get("epoch_time_s")]
+    except (OSError, KeyError, ValueError):
+        return None
+    return sum(times) / len(times) if times else None
+
+
+class RunBook:
+    """Runs (or reuses) the trainings the tables need and prints one progress line per run."""
+
+    def __init__(self, output: Path, *, device: str, progress: bool, overwrite: bool = False):
+        self.output = output
+        self.device = device
+        self.progress = progress
+        self.overwrite = overwrite
+        self.finished: dict[str, dict[str, Any]] = {}  # key → result, this process
+        self.count = 0
+
+    def run(
+        self,
+        table: str,
+        variant: str,
+        seed: int,
+        config: Config,
+        method: str,
+        cases: Sequence[TestCase],
+        init_checkpoint: Path | None = None,
+    ) -> dict[str, Any]:
+        """The result of one run: run_method's summary plus ``epoch_time_s``, ``per_dataset``, ``folder``."""
+        config = dataclasses.replace(config, method=dataclasses.replace(config.method, name=method))
+        key = run_key(config, method, cases, init_checkpoint)
+        folder = self.output / table / variant / f"seed{seed}"
+        label = f"{table}/{variant}/seed{seed} ({method})"
+        self.count += 1
+        if key in self.finished:
+            result = self.finished[key]
+            print(f"[compare {self.count}] {label}: same run as {result['folder']}", flush=True)
+            return result
+        stored = _read_json(folder / RESULT_JSON)
+        if stored is not None and not self.overwrite:
+            if stored.get("key") != key:
+                raise OutputError(
+                    f"{folder / RESULT_JSON}: holds a run of another config or data; "
+                    "use another --output, or --overwrite to train again"
+                )
+            print(f"[compare {self.count}] {label}: finished before, reused", flush=True)
+            self.finished[key] = stored
+            return stored
+        print(f"[compare {self.count}] {label}: training {config.train.epochs} epoch(s) ...", flush=True)
+        # an interrupted training resumes; a fresh folder starts without a resume warning
+        started = any((folder / method / marker).exists() for marker in RUN_MARKERS)
+        summary = run_method(
+            config, method, folder, cases,
+            resume=started and not self.overwrite, overwrite=self.overwrite,
+            device=self.device, progress=self.progress, init_checkpoint=init_checkpoint,
+        )
+        method_dir = folder / method
+        metrics = _read_json(method_dir / "metrics" / "metrics.json") or {}
+        result = _json_safe({
+            **summary,
+            "key": key,
+            "method": method,
+            "folder": str(folder),
+            "epoch_time_s": mean_epoch_time(method_dir / "log.csv"),
+            "per_dataset": metrics.get("per_dataset", {}),
+        })
+        (folder / RESULT_JSON).write_text(json.dumps(_json_safe(result), indent=2) + "\n", encoding="utf-8")
+        mean = result.get("mean_dsc")
+        shown = "–" if mean is None else f"{100 * mean:.1f}%"
+        print(f"[compare {self.count}] {label}: done in {summary['wall_time_s']:.0f} s, mean DSC {shown}", flush=True)
+        self.finished[key] = result
+        return result
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _json_safe(value: Any) -> Any:
+    # JSON has no NaN: a mean over nothing is written as null
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value

@@ -1,0 +1,227 @@
+"""`tctseg compare`: a tiny end-to-end comparison writes every table; the pure helpers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from _training_data import CLASSES, PATCH, tiny_config, write_nnunet_dataset
+from tctseg.cli import main as cli_main
+from tctseg.compare import TABLE_NAMES, fraction_cases, mean_sd, split_half, with_training_fraction
+from tctseg.compare.efficiency import inference_parameters
+from tctseg.compare.experiments import ABLATIONS, metric_cells
+from tctseg.errors import ConfigError
+from tctseg.methods import build_method
+from tctseg.network import count_parameters
+
+
+def _compare_config(tmp_path: Path) -> Path:
+    """Two partially labeled training sets, a partially and a fully labeled test set."""
+    data = write_nnunet_dataset(tmp_path / "raw", seeds=(0, 1, 2, 3, 4, 5))
+    labels = {1: "liver", 2: "spleen"}
+    config = {
+        "classes": CLASSES,
+        "cache_dir": str(tmp_path / "cache"),
+        "output_dir": str(tmp_path / "runs"),
+        "datasets": [
+            {"name": "part_liver", "format": "nnunet", "path": str(data), "role": "train", "label_map": labels,
+             "classes": ["liver"], "cases": ["case_000", "case_001"]},
+            {"name": "part_spleen", "format": "nnunet", "path": str(data), "role": "train", "label_map": labels,
+             "classes": ["spleen"], "cases": ["case_002"]},
+            {"name": "liver_test", "format": "nnunet", "path": str(data), "role": "test", "label_map": labels,
+             "classes": ["liver"], "cases": ["case_003"]},
+            {"name": "full_test", "format": "nnunet", "path": str(data), "role": "test", "label_map": labels,
+             "cases": ["case_004", "case_005"]},
+        ],
+        "preprocessing": {"spacing": [1.0, 1.0, 1.0], "workers": 1},
+        "network": {"width": 4, "depth": 3, "norm": "batch", "channels_last": False},
+        "method": {"name": "tct"},
+        "train": {"epochs": 1, "iterations_per_epoch": 2, "batch_size": 1, "patch_size": PATCH, "lr": 1e-3,
+                  "seed": 5, "val_every": 1, "num_workers": 0, "augment": False},
+        "inference": {"overlap": 0.0, "sw_batch_size": 8},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("compare")
+    config = _compare_config(tmp_path)
+    output = tmp_path / "out"
+    start = time.perf_counter()
+    code = cli_main(["compare", str(config), "--methods", "tct,tal", "--seeds", "1", "--tables", "all",
+                     "--output", str(output), "--infer-patch", "16,16,8", "--no-progress", "--device", "cpu"])
+    assert code == 0
+    return config, output, time.perf_counter() - start
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[str], list[list[str]]]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    comments = [line for line in lines if line.startswith("#")]
+    rows = list(csv.reader(line for line in lines if not line.startswith("#")))
+    return comments, rows[0], rows[1:]
+
+
+def test_every_table_is_written_as_markdown_and_csv_with_its_budget(compared):
+    _, output, _ = compared
+    for name in TABLE_NAMES:
+        md = (output / "tables" / f"{name}.md").read_text(encoding="utf-8")
+        comments, header, rows = _read_csv(output / "tables" / f"{name}.csv")
+        budget = comments[0]
+        for text in (md, budget):
+            assert "Budget: 1 epoch × 2 iterations/epoch, patch 16×16×8, batch 1, net width 4 depth 3" in text
+            assert "1 seed (5)" in text and "torch " in text and "wall time" in text
+            assert "CPU " in text
+        assert rows, name
+        assert all(len(row) == len(header) for row in rows), name
+        # the markdown table has the same header
+        assert "| " + " | ".join(header) + " |" in md
+
+
+def test_main_and_generalisation_rows_are_methods_columns_classes(compared):
+    _, output, _ = compared
+    metric_columns = [f"{c} DSC (%)" for c in CLASSES] + [f"{c} HD95 (mm)" for c in CLASSES] + ["mean DSC (%)", "mean HD95 (mm)"]
+    _, header, rows = _read_csv(output / "tables" / "main.csv")
+    assert header == ["method"] + metric_columns
+    assert [r[0] for r in rows] == ["tct", "tal"]
+    for row in rows:  # one seed: plain numbers, DSC within [0, 100]
+        assert 0.0 <= float(row[1]) <= 100.0 and "±" not in row[1]
+    # the cells are the run's own metrics.json, in %
+    metrics = json.loads((output / "main" / "tct" / "seed0" / "tct" / "metrics" / "metrics.json").read_text())
+    assert rows[0][1] == f"{100 * metrics['per_class']['liver']['dsc']:.2f}"
+    assert rows[0][3] == f"{metrics['per_class']['liver']['hd95']:.2f}"
+
+    _, header, rows = _read_csv(output / "tables" / "generalisation.csv")
+    assert header == ["test dataset", "fully labeled", "method"] + metric_columns
+    assert [r[:3] for r in rows] == [["liver_test", "no", "tct"], ["liver_test", "no", "tal"],
+                                     ["full_test", "yes", "tct"], ["full_test", "yes", "tal"]]
+    assert rows[0][4] == "–"  # liver_test does not annotate the spleen
+
+
+def test_efficiency_lowdata_ablation_and_transfer_tables(compared):
+    _, output, _ = compared
+    _, header, rows = _read_csv(output / "tables" / "efficiency.csv")
+    assert header[0] == "method" and "inference time per 16×16×8 patch (s)" in header
+    by_method = {r[0]: r for r in rows}
+    assert set(by_method) == {"tct", "tal"}
+    # TCT runs the same net as TAL at inference (ATHs excluded) but trains more parameters
+    assert by_method["tct"][1] == by_method["tal"][1]
+    assert float(by_method["tct"][2]) > float(by_method["tct"][1])
+    assert float(by_method["tal"][3]) > 0 and float(by_method["tal"][4]) > 0
+
+    _, header, rows = _read_csv(output / "tables" / "lowdata.csv")
+    assert header[:3] == ["method", "training fraction", "training cases"]
+    # part_liver has 2 cases, part_spleen 1: 20% and 50% keep 1 + 1, 100% keeps 2 + 1
+    assert [r[:3] for r in rows] == [["tct", "20%", "2"], ["tct", "50%", "2"], ["tct", "100%", "3"],
+                                     ["tal", "20%", "2"], ["tal", "50%", "2"], ["tal", "100%", "3"]]
+    subset = yaml.safe_load((output / "lowdata" / "tct_20pct" / "seed0" / "tct" / "config.yaml").read_text())
+    assert subset["datasets"][0]["cases"] == ["case_000"] and subset["datasets"][1]["cases"] == ["case_002"]
+
+    _, header, rows = _read_csv(output / "tables" / "ablation.csv")
+    assert header[:2] == ["paper table", "TCT variant"]
+    assert len(rows) == len(ABLATIONS)
+    assert {r[0] for r in rows} == {"Tab. 5", "Tab. 7", "Tab. 8", "Tab. 9"}
+    variant = yaml.safe_load((output / "ablation" / "uwl" / "seed0" / "tct" / "config.yaml").read_text())
+    assert variant["method"]["weighting"] == "uwl" and variant["method"]["threshold"] == "median"
+    # the row equal to the config is the main TCT run, not trained again
+    assert not (output / "ablation" / "threshold_median").exists()
+
+    _, header, rows = _read_csv(output / "tables" / "transfer.csv")
+    assert header[:3] == ["start", "fine-tune fraction", "fine-tune cases"]
+    assert [r[0] for r in rows] == ["fine-tuned from TCT", "from scratch"] * 3
+    assert all(r[2] == "1" for r in rows)  # full_test's 2 cases: 1 to fine-tune on, 1 held out
+    finetune = yaml.safe_load((output / "transfer" / "finetune_20pct" / "seed0" / "tct" / "config.yaml").read_text())
+    assert [(d["role"], d["cases"]) for d in finetune["datasets"]] == [("train", ["case_004"]), ("test", ["case_005"])]
+    assert finetune["datasets"][1]["name"] == "full_test_heldout"
+
+
+def test_fine_tuning_starts_from_the_main_tct_weights(compared):
+    import torch
+
+    _, output, _ = compared
+    key = "network.backbone.encoder.0.1.num_batches_tracked"  # BatchNorm counts the batches it has seen
+
+    def batches_seen(path: Path) -> int:
+        return int(torch.load(path, weights_only=True)["model"][key])
+
+    main_run = json.loads((output / "main" / "tct" / "seed0" / "result.json").read_text())
+    pretrained = batches_seen(Path(main_run["checkpoint"]))  # best, or last without a validation set
+    assert pretrained == 2  # 1 epoch × 2 iterations
+    # fine-tuning continues the pre-trained count; training from scratch starts at 0
+    assert batches_seen(output / "transfer" / "finetune_20pct" / "seed0" / "tct" / "checkpoint_last.pt") == pretrained + 2
+    assert batches_seen(output / "transfer" / "scratch_20pct" / "seed0" / "tct" / "checkpoint_last.pt") == 2
+
+
+def test_report_holds_the_tables_and_a_rerun_reuses_every_run(compared, capsys):
+    config, output, _ = compared
+    html = (output / "report.html").read_text(encoding="utf-8")
+    assert "Low-data regimes" in html and "Transfer learning" in html and "Budget: " in html
+    before = (output / "main" / "tct" / "seed0" / "result.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert cli_main(["compare", str(config), "--methods", "tct,tal", "--tables", "main,lowdata",
+                     "--output", str(output), "--infer-patch", "16,16,8", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "training" not in printed and "finished before, reused" in printed
+    assert (output / "main" / "tct" / "seed0" / "result.json").stat().st_mtime_ns == before
+
+
+def test_tiny_compare_wall_time(compared):
+    _, _, seconds = compared
+    print(f"tiny compare: {seconds:.1f} s")
+    assert seconds < 300
+
+
+def test_mean_sd_over_seeds():
+    assert mean_sd([0.5, 0.7], scale=100) == "60.00 ± 14.14"  # sample sd: sqrt((10² + 10²) / 1)
+    assert mean_sd([3.0]) == "3.00"
+    assert mean_sd([1.0, None, math.nan, 3.0], digits=1) == "2.0 ± 1.4"
+    assert mean_sd([None, math.nan]) == "–"
+
+
+def test_metric_cells_are_mean_and_sd_over_seeds():
+    seed_results = [
+        {"per_class": {"liver": {"dsc": 0.5, "hd95": 4.0}}, "mean_dsc": 0.5, "mean_hd95": 4.0,
+         "per_dataset": {"a": {"per_class": {"liver": {"dsc": 0.2, "hd95": 1.0}}, "mean_dsc": 0.2, "mean_hd95": 1.0}}},
+        {"per_class": {"liver": {"dsc": 0.7, "hd95": 6.0}}, "mean_dsc": 0.7, "mean_hd95": 6.0,
+         "per_dataset": {"a": {"per_class": {"liver": {"dsc": 0.4, "hd95": 3.0}}, "mean_dsc": 0.4, "mean_hd95": 3.0}}},
+    ]
+    # columns: liver DSC, spleen DSC, liver HD95, spleen HD95, mean DSC, mean HD95
+    assert metric_cells(seed_results, CLASSES) == [
+        "60.00 ± 14.14", "–", "5.00 ± 1.41", "–", "60.00 ± 14.14", "5.00 ± 1.41"]
+    assert metric_cells(seed_results, CLASSES, dataset="a")[:3] == ["30.00 ± 14.14", "–", "2.00 ± 1.41"]
+
+
+def test_fraction_subsets_are_deterministic_by_sorted_id():
+    ids = ["c3", "c1", "c2", "c10", "c5"]  # sorted: c1, c10, c2, c3, c5
+    assert fraction_cases(ids, 0.2) == ["c1"]
+    assert fraction_cases(ids, 0.5) == ["c1", "c10", "c2"]  # 2.5 rounds half up
+    assert fraction_cases(list(reversed(ids)), 0.5) == ["c1", "c10", "c2"]
+    assert fraction_cases(ids, 1.0) == ["c1", "c10", "c2", "c3", "c5"]
+    assert fraction_cases(["only"], 0.01) == ["only"]  # at least one case
+    with pytest.raises(ConfigError, match="--fractions"):
+        fraction_cases(ids, 0.0)
+    assert split_half(ids) == (["c1", "c10", "c2"], ["c3", "c5"])
+
+    config = tiny_config()
+    ids_by_dataset = {"ds_liver": ["b", "a", "c", "d"], "ds_spleen": ["x"]}
+    half = with_training_fraction(config, ids_by_dataset, 0.5)
+    assert half.datasets[0].cases == ["a", "b"]
+    assert half.datasets[1] == config.datasets[1]  # 1 case: all of it, unchanged
+    assert with_training_fraction(config, ids_by_dataset, 1.0) == config
+
+
+def test_inference_parameters_exclude_tct_auxiliary_heads():
+    tct = build_method(tiny_config("tct"))
+    tal = build_method(tiny_config("tal"))
+    expected = count_parameters(tct.network) - count_parameters(tct.network.aux_heads)
+    assert inference_parameters(tct, (4, 4, 4)) == expected == count_parameters(tal)
+    assert count_parameters(tct) > expected
+    assert all(p.grad is None and p.requires_grad for p in tct.parameters())  # left as found
