@@ -4,11 +4,15 @@ import locale
 
 import pytest
 
+# the locale the test session started with (normally UTF-8)
+_SESSION_LC_CTYPE = locale.setlocale(locale.LC_CTYPE)
+
 
 @pytest.fixture(autouse=True)
 def _restore_locale():
-    """GDCM (under SimpleITK's DICOM writer) resets the C locale to "C", which turns Python's
-    default text encoding into ASCII for every later test; put it back after each test."""
-    saved = locale.setlocale(locale.LC_CTYPE)
+    """GDCM (under SimpleITK's DICOM writer, also in module-scoped fixtures) resets the C
+    locale to "C", which turns Python's default text encoding into ASCII for every later
+    test; put the session's locale back around each test."""
+    locale.setlocale(locale.LC_CTYPE, _SESSION_LC_CTYPE)
     yield
-    locale.setlocale(locale.LC_CTYPE, saved)
+    locale.setlocale(locale.LC_CTYPE, _SESSION_LC_CTYPE)
