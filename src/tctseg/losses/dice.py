@@ -6,7 +6,6 @@ batch come from datasets with different annotated sets Φ) and then averaged ove
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 EPSILON = 1e-5
 
@@ -20,6 +19,19 @@ def soft_dice(probs: torch.Tensor, target: torch.Tensor, eps: float = EPSILON) -
     intersection = (probs * target).sum(dims)
     total = probs.sum(dims) + target.sum(dims)
     return (2.0 * intersection + eps) / (total + eps)
+
+
+def one_hot_masks(labels: torch.Tensor, num_channels: int, dtype: torch.dtype) -> torch.Tensor:
+    """``labels`` ``[B, *S]`` → ``[B, C, *S]`` with channel c = ``[labels == c]`` in ``dtype``.
+
+    The same values as ``F.one_hot(labels, C).movedim(-1, 1).to(dtype)``, built by one
+    broadcast comparison straight into the channel-first layout (no int64 one-hot, no
+    strided copy): ~3× less memory traffic in the training step. Unlike ``F.one_hot`` it
+    does not check the ids (that would cost a host-device synchronisation per step): an id
+    outside 0..C−1 gets no channel; the prepared cache only holds 0..N.
+    """
+    channels = torch.arange(num_channels, device=labels.device).view(1, num_channels, *([1] * (labels.ndim - 1)))
+    return (labels.unsqueeze(1) == channels).to(dtype)
 
 
 def _check(main_or_aux: torch.Tensor, labels: torch.Tensor, annotated: torch.Tensor, n: int, what: str) -> None:
@@ -51,7 +63,7 @@ def marginal_dice_loss(main_probs: torch.Tensor, labels: torch.Tensor, annotated
     unannotated = (1.0 - ann).view(*ann.shape, *([1] * (main_probs.ndim - 2)))
     q_background = main_probs[:, :1] + (fg_probs * unannotated).sum(1, keepdim=True)
     merged = torch.cat([q_background, fg_probs], dim=1)
-    target = F.one_hot(labels.long(), n + 1).movedim(-1, 1).to(main_probs.dtype)
+    target = one_hot_masks(labels, n + 1, main_probs.dtype)
     dice = soft_dice(merged, target)  # [B, N+1]
     channel_mask = torch.cat([torch.ones_like(ann[:, :1]), ann], dim=1)  # {0} ∪ Φ
     per_sample = 1.0 - (dice * channel_mask).sum(1) / channel_mask.sum(1)
@@ -73,9 +85,13 @@ def auxiliary_dice_terms(aux_probs: torch.Tensor, labels: torch.Tensor, annotate
     """
     n = aux_probs.shape[1]
     _check(aux_probs, labels, annotated, n, "aux_probs")
-    target = F.one_hot(labels.long(), n + 1).movedim(-1, 1)[:, 1:].to(aux_probs.dtype)  # [B, N, *S]
-    dice_fg = soft_dice(aux_probs[:, :, 1], target)
-    dice_bg = soft_dice(aux_probs[:, :, 0], 1.0 - target)
+    target = one_hot_masks(labels, n + 1, aux_probs.dtype)[:, 1:]  # [B, N, *S]
+    # both channels of every head in one soft_dice over [B, 2N, *S] (a view of aux_probs):
+    # the same sums as two calls on aux_probs[:, :, 0] and [:, :, 1], without the two strided
+    # selects whose backward zero-fills and copies a full-size gradient each
+    binary_target = torch.stack([1.0 - target, target], dim=2)  # [B, N, 2, *S]
+    dice = soft_dice(aux_probs.flatten(1, 2), binary_target.flatten(1, 2)).unflatten(1, (n, 2))  # [B, N, 2]
+    dice_bg, dice_fg = dice[..., 0], dice[..., 1]
     terms = 1.0 - 0.5 * (dice_bg + dice_fg)
     return terms * annotated.to(terms.dtype)
 
