@@ -17,6 +17,8 @@ from tctseg.methods.pfl import merge_pseudo_labels
 from tctseg.methods.text_embeddings import load_embedding_file
 from tctseg.network import count_parameters
 
+from test_methods import fixed_batch  # the same two partially labeled samples as the TCT/TAL tests
+
 CLASSES = ["liver", "spleen", "kidney"]
 BASELINES = ["me", "aal", "dodnet", "clip", "hermes", "pfl"]
 TASK_PROMPTED = {"dodnet": "heads", "clip": "heads", "hermes": None}
@@ -49,18 +51,6 @@ def make_config(tmp_path, name, classes=CLASSES, network=None, **options):
             "method": {"name": name, "options": options},
         }
     )
-
-
-def fixed_batch():
-    """Two partially labeled samples: one annotates liver+spleen, the other kidney only."""
-    g = torch.Generator().manual_seed(0)
-    labels = torch.zeros(2, 16, 16, 8, dtype=torch.long)
-    labels[0, 2:8, 2:8, 2:6] = 1
-    labels[0, 9:14, 9:14, 2:6] = 2
-    labels[1, 4:10, 8:14, 1:5] = 3
-    image = labels.float().unsqueeze(1) * 0.3 + 0.05 * torch.randn(2, 1, 16, 16, 8, generator=g)
-    annotated = torch.tensor([[True, True, False], [False, False, True]])
-    return {"image": image, "labels": labels, "annotated": annotated}
 
 
 def overfit(method, batch, steps, lr=3e-3):
