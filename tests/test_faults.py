@@ -239,7 +239,7 @@ def test_train_into_an_unwritable_folder_fails_before_the_first_epoch(tmp_path, 
     config = tiny_config("tct", epochs=2)
     monkeypatch.setattr(Trainer, "train_epoch", lambda *a: pytest.fail("an epoch ran"))
     with pytest.raises(OutputError, match="run: cannot write the output folder .*No space left"):
-        monkeypatch.setattr(pathlib.Path, "write_text", _disk_full)
+        monkeypatch.setattr(pathlib.Path, "write_bytes", _disk_full)  # the write probe
         Trainer(config, tmp_path / "run", device="cpu", train_cases=train, val_cases=val, progress=False)
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from tctseg.errors import ConfigError, OutputError
+from tctseg.outputs import ensure_writable
 
 NAME = "evaluate"
 HELP = "score predicted label maps against ground truths (DSC, HD95 in mm)"
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     classes, label_map, annotated = _classes_and_map(args)
     out_dir = args.out or default_output_dir(args.pred_dir)
     _check_output_dir(out_dir, args.gt_dir)
-    _ensure_writable(out_dir)  # before the (long) evaluation, not after it
+    ensure_writable(out_dir, "the metrics folder", name=f"--out {out_dir}")  # before the (long) evaluation, not after it
     result = evaluate_folders(
         args.pred_dir,
         args.gt_dir,
@@ -127,16 +127,6 @@ def _classes_and_map(args: argparse.Namespace) -> tuple[list[str], dict[int, str
     if annotated is None and dataset.classes:
         annotated = list(dataset.classes)
     return classes, label_map, annotated
-
-
-def _ensure_writable(out_dir: Path) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as e:
-        raise OutputError(f"--out {out_dir}: cannot write the metrics folder ({e.strerror or e})") from None
 
 
 def _check_output_dir(out_dir: Path, gt_dir: Path) -> None:

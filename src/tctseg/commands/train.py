@@ -54,11 +54,12 @@ def run(args: argparse.Namespace) -> int:
     context = dist_utils.init_distributed(device_type)
     try:
         if context.is_main:
-            from tctseg.training.trainer import check_output_dir, ensure_writable
+            from tctseg.outputs import ensure_writable
+            from tctseg.training.trainer import check_output_dir
 
             # an unusable run folder is reported before the cache is prepared, not after
             check_output_dir(output_dir, args.resume, args.overwrite)
-            ensure_writable(output_dir)
+            ensure_writable(output_dir, "the output folder")
         if args.prepare:
             # one process prepares the cache; the others wait, then read it
             if context.is_main:

@@ -29,6 +29,7 @@ import numpy as np
 
 from tctseg.errors import ConfigError, DataError, OutputError, TctsegError
 from tctseg.inference.postprocess import keep_largest_component
+from tctseg.outputs import ensure_writable
 from tctseg.inference.sliding_window import sliding_window_probabilities
 
 if TYPE_CHECKING:
@@ -390,13 +391,7 @@ def predict_cases(
     output_dir = Path(output_dir)
     input_folders = [Path(i) for i in inputs if isinstance(i, (str, Path)) and Path(i).is_dir()]
     check_output_dir(output_dir, cases, input_folders)
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        probe = output_dir / f".write-test-{os.getpid()}"  # a full disk shows here, before any case runs
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as e:
-        raise OutputError(f"{output_dir}: cannot write the output folder ({e.strerror or e})") from None
+    ensure_writable(output_dir, "the output folder")  # a full disk shows here, before any case runs
     settings = config.inference
     modality = modality or training_modality(config)
     if modality not in ("CT", "MR"):

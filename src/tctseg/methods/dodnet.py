@@ -68,31 +68,7 @@ def backbone_forward(
         ``(bottleneck [B, C_b, *S/2^(depth-1)], features [B, width, *S])``; the bottleneck
         is the hooked one.
     """
-    spatial = image.shape[2:]
-    pad = [(-size) % backbone.divisor for size in spatial]
-    if any(pad):
-        # F.pad takes the last axis first
-        image = F.pad(image, [p for axis_pad in reversed(pad) for p in (0, axis_pad)])
-    x = image
-    skips = []
-    for s, stage in enumerate(backbone.encoder):
-        x = stage(x)
-        if hook is not None:
-            x = hook("encoder", s, x)
-        skips.append(x)
-        x = F.max_pool3d(x, 2)
-    x = backbone.bottleneck(x)
-    if hook is not None:
-        x = hook("bottleneck", 0, x)
-    bottleneck = x
-    for s, (stage, skip) in enumerate(zip(backbone.decoder, reversed(skips))):
-        x = F.interpolate(x, size=skip.shape[2:], mode="trilinear", align_corners=False)
-        x = stage(torch.cat([x, skip], dim=1))
-        if hook is not None:
-            x = hook("decoder", s, x)
-    if any(pad):
-        x = x[(..., *(slice(0, size) for size in spatial))]
-    return bottleneck, x
+    return backbone.forward_stages(image, hook)
 
 
 class DynamicHead(nn.Module):

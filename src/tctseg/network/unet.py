@@ -13,6 +13,8 @@ The backbone knows nothing of heads or losses: it returns the last decoder featu
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -83,6 +85,17 @@ class UNet3D(nn.Module):
         return 2 ** (self.depth - 1)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.forward_stages(image)[1]
+
+    def forward_stages(
+        self, image: torch.Tensor, hook: Callable[[str, int, torch.Tensor], torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The forward pass exposing the bottleneck, with an optional ``hook(kind, index,
+        features) -> features`` applied after every stage (``kind``: ``encoder``,
+        ``bottleneck``, ``decoder``) — what task-conditioned methods (DoDNet, Hermes) need.
+
+        Returns ``(bottleneck [B, C_b, *S_padded/2^(depth-1)], features [B, width, *S])``.
+        """
         spatial = image.shape[2:]
         pad = [(-size) % self.divisor for size in spatial]
         if any(pad):
@@ -90,14 +103,21 @@ class UNet3D(nn.Module):
             image = F.pad(image, [p for axis_pad in reversed(pad) for p in (0, axis_pad)])
         x = image
         skips = []
-        for stage in self.encoder:
+        for s, stage in enumerate(self.encoder):
             x = stage(x)
+            if hook is not None:
+                x = hook("encoder", s, x)
             skips.append(x)
             x = F.max_pool3d(x, 2)
         x = self.bottleneck(x)
-        for stage, skip in zip(self.decoder, reversed(skips)):
+        if hook is not None:
+            x = hook("bottleneck", 0, x)
+        bottleneck = x
+        for s, (stage, skip) in enumerate(zip(self.decoder, reversed(skips))):
             x = F.interpolate(x, size=skip.shape[2:], mode="trilinear", align_corners=False)
             x = stage(torch.cat([x, skip], dim=1))
+            if hook is not None:
+                x = hook("decoder", s, x)
         if any(pad):
             x = x[(..., *(slice(0, size) for size in spatial))]
-        return x
+        return bottleneck, x

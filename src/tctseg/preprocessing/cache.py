@@ -33,6 +33,7 @@ from tctseg.config import Config, DatasetConfig, PreprocessingConfig
 from tctseg.data.conversion import SourceCase, find_cases
 from tctseg.data.conversion.common import select_cases
 from tctseg.errors import ConfigError, DataError, OutputError, TctsegError
+from tctseg.outputs import ensure_writable
 from tctseg.preprocessing.geometry import to_prepared
 from tctseg.preprocessing.intensity import normalise
 
@@ -105,7 +106,7 @@ def prepare(
     """
     selected = _select_datasets(config, roles, datasets)
     root = cache_root(config)
-    _ensure_writable(root)
+    ensure_writable(root, "the prepared cache")
     settings = settings_of(config.preprocessing)
     todo: list[tuple[SourceCase, Path]] = []
     order: list[tuple[DatasetConfig, Path]] = []
@@ -130,17 +131,6 @@ def prepare(
             f"(the others are in {root}):\n{lines}"
         )
     return [_read_case(case_dir, dataset, config.classes) for dataset, case_dir in order]
-
-
-def _ensure_writable(root: Path) -> None:
-    """Create the cache folder and prove a file can be written there, before any case is prepared."""
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / f".write-test-{os.getpid()}"
-        probe.write_bytes(b"ok")
-        probe.unlink()
-    except OSError as e:
-        raise OutputError(f"{root}: cannot write the prepared cache ({e.strerror or e})") from None
 
 
 def _select_datasets(config: Config, roles: Iterable[str], names: Iterable[str] | None) -> list[DatasetConfig]:

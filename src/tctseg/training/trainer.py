@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ import yaml
 
 import tctseg
 from tctseg.errors import CheckpointError, ConfigError, OutputError, TrainingError
+from tctseg.outputs import ensure_writable
 from tctseg.methods import build_method
 from tctseg.training import distributed as dist_utils
 from tctseg.training.checkpoint import check_compatible, load_checkpoint, preprocessing_settings, save_checkpoint
@@ -97,17 +97,6 @@ def check_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> None:
         )
 
 
-def ensure_writable(output_dir: Path) -> None:
-    """Create ``output_dir`` and prove a file can be written there (before any training)."""
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        probe = output_dir / f".write-test-{os.getpid()}"
-        probe.write_text("ok", encoding="utf-8")
-        probe.unlink()
-    except OSError as e:
-        raise OutputError(f"{output_dir}: cannot write the output folder ({e.strerror or e})") from None
-
-
 def remove_run_outputs(output_dir: Path) -> None:
     """Delete the training outputs of a previous run (for ``--overwrite``)."""
     for name in RUN_OUTPUTS:
@@ -158,7 +147,7 @@ class Trainer:
         # an explicit index (cuda:1) wins; otherwise torchrun's LOCAL_RANK picks the GPU
         self.device = explicit if explicit is not None and explicit.index is not None else dist_utils.device_for(self.context, device_type)
         if self.context.is_main:
-            ensure_writable(self.output_dir)
+            ensure_writable(self.output_dir, "the output folder")
             if overwrite:
                 remove_run_outputs(self.output_dir)
         dist_utils.barrier(self.context)
