@@ -16,10 +16,9 @@ from tctseg.config import DatasetConfig
 from tctseg.data.conversion.common import (
     SourceCase,
     build_mapping,
+    dataset_labels,
     dataset_root,
-    labels_from_dataset_json,
     paired_cases,
-    read_dataset_json,
     select_cases,
 )
 from tctseg.errors import DataError
@@ -51,10 +50,7 @@ def case_modality(case_id: str) -> str:
 
 def find_cases(dataset: DatasetConfig, classes: list[str]) -> list[SourceCase]:
     root = dataset_root(dataset)
-    if (root / "dataset.json").exists():
-        labels, source = labels_from_dataset_json(read_dataset_json(root), root / "dataset.json"), "dataset.json"
-    else:
-        labels, source = AMOS_LABELS, "the AMOS label list"
+    labels, source = dataset_labels(root, AMOS_LABELS, "AMOS")
     mapping = build_mapping(labels, dataset, classes, source=source)
     cases = []
     for images, labels_dir in (("imagesTr", "labelsTr"), ("imagesVa", "labelsVa")):

@@ -299,3 +299,12 @@ def make_cases(
     if not cases:
         raise DataError(f"{dataset.path}: no cases found for dataset {dataset.name!r} (format {dataset.format})")
     return select_cases(cases, dataset)
+
+
+def dataset_labels(root: Path, builtin: dict[int, str], name: str) -> tuple[dict[int, str], str]:
+    """The label table of a release folder: its ``dataset.json`` where present (it wins),
+    else the converter's ``builtin`` table; with a description of where it came from."""
+    path = root / "dataset.json"
+    if path.exists():
+        return labels_from_dataset_json(read_dataset_json(root), path), "dataset.json"
+    return builtin, f"the {name} label list"

@@ -14,11 +14,10 @@ from tctseg.config import DatasetConfig
 from tctseg.data.conversion.common import (
     SourceCase,
     build_mapping,
+    dataset_labels,
     dataset_root,
-    labels_from_dataset_json,
     make_cases,
     paired_cases,
-    read_dataset_json,
 )
 
 WORD_LABELS = {
@@ -45,10 +44,7 @@ SPLITS = (("imagesTr", "labelsTr"), ("imagesVal", "labelsVal"), ("imagesTs", "la
 
 def find_cases(dataset: DatasetConfig, classes: list[str]) -> list[SourceCase]:
     root = dataset_root(dataset)
-    if (root / "dataset.json").exists():
-        labels, source = labels_from_dataset_json(read_dataset_json(root), root / "dataset.json"), "dataset.json"
-    else:
-        labels, source = WORD_LABELS, "the WORD label list"
+    labels, source = dataset_labels(root, WORD_LABELS, "WORD")
     mapping = build_mapping(labels, dataset, classes, source=source)
     triples = []
     for images, labels_dir in SPLITS:
