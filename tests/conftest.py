@@ -3,6 +3,7 @@
 import locale
 
 import pytest
+import torch
 
 # the locale the test session started with (normally UTF-8)
 _SESSION_LC_CTYPE = locale.setlocale(locale.LC_CTYPE)
@@ -16,3 +17,13 @@ def _restore_locale():
     locale.setlocale(locale.LC_CTYPE, _SESSION_LC_CTYPE)
     yield
     locale.setlocale(locale.LC_CTYPE, _SESSION_LC_CTYPE)
+
+
+@pytest.fixture
+def one_thread():
+    """Run torch on one thread for the test: tiny tensors go faster, far faster when other jobs
+    share the 2 cores, and multi-process tests get bit-identical CPU results."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

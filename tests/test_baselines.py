@@ -24,13 +24,7 @@ BASELINES = ["me", "aal", "dodnet", "clip", "hermes", "pfl"]
 TASK_PROMPTED = {"dodnet": "heads", "clip": "heads", "hermes": None}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is faster, and far faster when other jobs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def embeddings_file(tmp_path, n=len(CLASSES), dim=12):

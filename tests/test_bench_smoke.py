@@ -11,7 +11,6 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 RUN_PY = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
 
@@ -26,15 +25,6 @@ FIGURES = (
     "loader_over_step",
     "train_step_peak_mem_mb",
 )
-
-
-@pytest.fixture
-def one_thread():
-    # toy-sized ops on a busy 2-core machine spend most of their time in thread hand-offs
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import torch
 import yaml
 from _training_data import phantom_volume, write_nnunet_dataset, write_run_config
 from hypothesis import HealthCheck, given, settings
@@ -41,9 +40,11 @@ FUZZ = settings(
 TRIED: collections.Counter = collections.Counter()
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _report_counts():
-    torch.set_num_threads(1)
     yield
     print("\nfuzz cases tried:", dict(TRIED), "total", sum(TRIED.values()))
 
