@@ -10,8 +10,8 @@ Every method trains on the same data, with the same budget and the same seeds
 - ``lowdata`` (Tab. 3): each training dataset cut to 20/50/100% of its cases;
 - ``ablation`` (Tab. 5, 7, 8, 9): TCT with one switch changed at a time;
 - ``generalisation`` (Tab. 11/12): the main runs per test dataset;
-- ``transfer`` (Tab. 4): fine-tuning the trained TCT model on part of a fully labeled set
-  against training from scratch, evaluated on its held-out part.
+- ``transfer`` (Tab. 4): fine-tuning each method's trained model on part of a fully labeled
+  set against training from scratch, evaluated on its held-out part.
 
 Written to ``<output>/tables/<name>.{md,csv}``, ``<output>/results.json`` (the main table's
 means) and the HTML report; runs live in ``<output>/<table>/<variant>/seed<k>/``.
@@ -37,6 +37,8 @@ from tctseg.experiment import RESULTS_JSON, TestCase, write_ground_truths
 TABLE_NAMES = ("main", "efficiency", "lowdata", "ablation", "generalisation", "transfer")
 DEFAULT_FRACTIONS = (0.2, 0.5, 1.0)
 PAPER_PATCH = (192, 192, 64)
+# the from-scratch row of the transfer table: the bare U-Net with a plain (marginal) Dice loss
+TRANSFER_SCRATCH_METHOD = "tal"
 
 # (paper table, variant folder, row label, method switches changed from the config's own)
 ABLATIONS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
@@ -279,11 +281,12 @@ class Comparison:
         )
 
     def transfer_table(self) -> CompareTable:
+        """Rows: from scratch, then each method fine-tuned from its own main checkpoint; × fractions."""
         classes = self.config.classes
         header = ["start", "fine-tune fraction", "fine-tune cases"] + metric_header(classes)
         table = CompareTable(
             name="transfer",
-            title="Transfer learning: fine-tuning the trained TCT model vs training from scratch (paper Tab. 4)",
+            title="Transfer learning: fine-tuning each trained model vs training from scratch (paper Tab. 4)",
             header=header,
         )
         dataset, ids, why_not = self._transfer_source()
@@ -302,31 +305,33 @@ class Comparison:
         prepare(base, roles=("train",), progress=self.progress)
         transfer_dir = self.output / "transfer"
         cases = write_ground_truths(base, transfer_dir)
+        # (row label, folder prefix, method trained, main-table method whose checkpoint starts it)
+        starts = [("from scratch", "scratch", TRANSFER_SCRATCH_METHOD, None)]
+        starts += [(f"fine-tuned from {m}", f"finetune_{m}", m, m) for m in self.methods]
         used = []
-        for f in self.fractions:
-            subset = fraction_cases(finetune_ids, f)
-            for start, folder in (("fine-tuned from TCT", "finetune"), ("from scratch", "scratch")):
+        for label, prefix, method, pretrained in starts:
+            for f in self.fractions:
+                subset = fraction_cases(finetune_ids, f)
                 results = []
                 for k in range(self.seeds):
                     config = seed_config(base, k)
                     config = dataclasses.replace(config, datasets=[
                         dataclasses.replace(config.datasets[0], cases=subset), config.datasets[1]])
-                    init = None
-                    if folder == "finetune":
-                        init = Path(self.main_results("tct")[k]["checkpoint"])
-                    results.append(self.book.run("transfer", f"{folder}_{round(100 * f)}pct", k, config, "tct", cases, init))
+                    init = Path(self.main_results(pretrained)[k]["checkpoint"]) if pretrained else None
+                    results.append(self.book.run("transfer", f"{prefix}_{round(100 * f)}pct", k, config, method, cases, init))
                 used += results
-                table.rows.append([start, f"{round(100 * f)}%", str(len(subset))] + metric_cells(results, classes))
+                table.rows.append([label, f"{round(100 * f)}%", str(len(subset))] + metric_cells(results, classes))
         table.budget = self.budget(_wall_time(used))
         table.notes = [
             f"Fully labeled set {dataset.name}: fine-tuned on the first {len(finetune_ids)} of its {len(ids)} cases by "
             f"sorted id (a fraction keeps the first round(fraction · n), at least 1), evaluated on the other "
-            f"{len(heldout_ids)}. Fine-tuning starts from the main table's TCT checkpoint of the same seed; "
-            "both arms train TCT with the same budget.",
+            f"{len(heldout_ids)}. Each method is fine-tuned with its own loss from its main-table checkpoint of "
+            f"the same seed; from scratch is the bare U-Net trained with the {TRANSFER_SCRATCH_METHOD.upper()} loss "
+            "(on a fully labeled set the marginal Dice is the ordinary Dice). Every row has the same budget.",
             "DSC in %, HD95 in mm; mean ± sd over seeds.",
         ]
         if dataset.role == "train":
-            table.notes.append(f"Caution: {dataset.name} is a training dataset, so the pre-trained model has seen these cases.")
+            table.notes.append(f"Caution: {dataset.name} is a training dataset, so the pre-trained models have seen these cases.")
         return table
 
     def _transfer_source(self) -> tuple[DatasetConfig | None, list[str], str]:
@@ -350,11 +355,12 @@ class Comparison:
         return None, [], "no fully labeled dataset with at least 2 cases in the config (" + "; ".join(reasons) + ")"
 
 
-def _check_methods_build(config: Config, methods: Sequence[str], needs_tct: bool) -> None:
-    """Build every method once, so a missing option fails now, not after hours of training."""
+def _check_methods_build(config: Config, methods: Sequence[str], tables: Sequence[str]) -> None:
+    """Build every method the tables train once, so a missing option fails now, not after hours of training."""
     from tctseg.methods import build_method
 
-    for name in dict.fromkeys([*methods, *(["tct"] if needs_tct else [])]):
+    extra = (["tct"] if "ablation" in tables else []) + ([TRANSFER_SCRATCH_METHOD] if "transfer" in tables else [])
+    for name in dict.fromkeys([*methods, *extra]):
         build_method(dataclasses.replace(config, method=dataclasses.replace(config.method, name=name)))
 
 
@@ -392,7 +398,7 @@ def run_compare(
     for f in fractions:
         fraction_cases(["x"], f)  # checks the range before any training
     names = check_tables(tables)
-    _check_methods_build(config, methods, needs_tct="transfer" in names or "ablation" in names)
+    _check_methods_build(config, methods, names)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     comparison = Comparison(
