@@ -24,6 +24,7 @@ FIGURES = (
     "sliding_window_peak_mem_mb",
     "loader_over_step",
     "train_step_peak_mem_mb",
+    "preprocess_ct_s",
 )
 
 
@@ -52,8 +53,11 @@ def test_every_figure_is_produced_at_toy_sizes(bench, tmp_path, monkeypatch, one
     assert result["sections"]["inference"]["tct_equals_bare_output"] is True
     assert result["sections"]["inference"]["params_deployed_tct"] == result["sections"]["inference"]["params_bare"]
     assert result["sections"]["loader"]["patches"] == 2 * 2
+    # 0.7×0.7×2.5 mm resampled to 1×1×3 mm: a smaller grid along every axis
+    shape = result["sections"]["preprocess"]["prepared_shape"]
+    assert len(shape) == 3 and all(0 < p < v for p, v in zip(shape, args.volume))
     for key in ("date", "cpu", "torch", "torch_threads", "load_average"):
         assert result["machine"][key] is not None
     json.dumps(result)  # serialisable as latest.json
     table = bench.markdown(result)
-    assert "train_step_tct_over_tal" in table and "loader_over_step" in table
+    assert "train_step_tct_over_tal" in table and "loader_over_step" in table and "preprocess_ct_s" in table

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import nibabel as nib
 import numpy as np
@@ -97,9 +96,8 @@ def test_same_spacing_round_trip_is_exact():
     np.testing.assert_array_equal(to_original(prepared, geometry, mode="nearest"), label)
 
 
-def test_a_ct_slab_preprocesses_in_seconds():
+def test_a_full_ct_slab_resamples_to_the_papers_grid():
+    # its speed is the benchmark's preprocess_ct_s (benchmarks/run.py), not a timed test
     ct = np.random.default_rng(0).normal(0, 300, size=(512, 512, 100)).astype(np.float32)
-    start = time.perf_counter()
     prepared, geometry = to_prepared(normalise_ct(ct, (-1024, 1024)), np.diag([0.7, 0.7, 2.5, 1.0]), (1.0, 1.0, 3.0))
-    assert time.perf_counter() - start < 10.0
     assert prepared.shape == geometry.prepared_shape == (358, 358, 83)
