@@ -13,16 +13,15 @@ import hashlib
 import os
 import pathlib
 import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from _processes import kill_when
 from _training_data import memory_cases, phantom_volume, tiny_config, write_run_config
 
 from tctseg.cli import main
@@ -43,23 +42,7 @@ def _tctseg(*args) -> list[str]:
 
 
 def _kill_when(command: list[str], ready, delay: float, timeout: float = 120) -> None:
-    """Start ``command``, wait until ``ready()``, sleep ``delay`` s, SIGKILL it (it must still run)."""
-    proc = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + timeout
-        while not ready():
-            assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
-            assert time.monotonic() < deadline, "never reached the kill point"
-            time.sleep(0.01)
-        time.sleep(delay)
-        assert proc.poll() is None, "finished before it could be killed"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_when(command, ready, delay, ENV, timeout)
 
 
 def _epochs_logged(run: Path) -> list[str]:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import csv
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from _processes import kill_when
 from _training_data import memory_cases, tiny_config, use_sampler, write_run_config
 
 from tctseg.config import load_config
@@ -67,21 +66,8 @@ def test_sigkill_mid_epoch_then_resume_reaches_the_uninterrupted_weights(tmp_pat
     command = [sys.executable, "-m", "tctseg", "train", str(config_path), "--output", str(run),
                "--device", "cpu", "--no-progress"]
 
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while not (run / "checkpoint_last.pt").exists():
-            assert proc.poll() is None, proc.stdout.read().decode()
-            assert time.monotonic() < deadline, "no checkpoint after 120 s"
-            time.sleep(0.05)
-        time.sleep(0.3)  # inside epoch 2
-        assert proc.poll() is None, "training finished before it could be killed"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == -signal.SIGKILL
+    # inside epoch 2: 0.3 s after the first checkpoint
+    kill_when(command, lambda: (run / "checkpoint_last.pt").exists(), 0.3, env)
     assert load_checkpoint(run / "checkpoint_last.pt")["epoch"] in (1, 2)
 
     resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, timeout=300)
