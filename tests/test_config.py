@@ -63,11 +63,11 @@ def test_load_config_names_the_file(tmp_path):
 
 
 def test_environment_variables_and_round_trip(tmp_path, monkeypatch):
-    monkeypatch.setenv("TCTSEG_TEST_ROOT", "/data/here")
+    monkeypatch.setenv("TCTSEG_TEST_ROOT", "shared/here")
     raw = dict(BASE, datasets=[dict(BASE["datasets"][0], path="${TCTSEG_TEST_ROOT}/Task03_Liver")],
                cache_dir="${TCTSEG_NOT_SET:-cache/default}")
     config = config_from_dict(raw)
-    assert config.datasets[0].path == "/data/here/Task03_Liver" and config.cache_dir == "cache/default"
+    assert config.datasets[0].path == "shared/here/Task03_Liver" and config.cache_dir == "cache/default"
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config.to_dict()))
     assert load_config(path) == config

@@ -11,8 +11,8 @@ The cases come from ``<method_dir>/predictions/index.json``, written by ``tctseg
     [
       {"case_id": "case_00001",           # required
        "dataset": "phantom",              # required
-       "image": "/data/imagesTs/case_00001_0000.nii.gz",   # the scan that was predicted
-       "label": "/data/labelsTs/case_00001.nii.gz",        # its ground truth, or null
+       "image": "data/imagesTs/case_00001_0000.nii.gz",    # the scan that was predicted
+       "label": "data/labelsTs/case_00001.nii.gz",         # its ground truth, or null
        "prediction": "phantom/case_00001.nii.gz",          # the predicted label map
        "label_map": {"1": "liver", "2": "spleen"},          # optional: ground-truth id →
                                                            #   class; default global ids
