@@ -129,6 +129,8 @@ def test_efficiency_lowdata_ablation_and_transfer_tables(compared):
     assert {r[0] for r in rows} == {"Tab. 5", "Tab. 7", "Tab. 8", "Tab. 9"}
     variant = yaml.safe_load((output / "ablation" / "uwl" / "seed0" / "tct" / "config.yaml").read_text())
     assert variant["method"]["weighting"] == "uwl" and variant["method"]["threshold"] == "median"
+    old_rule = yaml.safe_load((output / "ablation" / "empty_as_one" / "seed0" / "tct" / "config.yaml").read_text())
+    assert old_rule["method"]["empty_classes"] == "as_one" and variant["method"]["empty_classes"] == "keep"
     # the row equal to the config is the main TCT run, not trained again
     assert not (output / "ablation" / "threshold_median").exists()
 

@@ -40,11 +40,21 @@ def test_overrides_are_typed():
         ("train.epochs", "expected KEY=VALUE"),
         ("network.norm=layer", "network.norm"),
         ("datasets.0.classes=[kidney]", "class 'kidney' is not in classes"),
+        ("method.empty_classes=ignore", "method.empty_classes: 'ignore' is not one of keep, drop, as_one"),
     ],
 )
 def test_bad_keys_and_values_are_named(override, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         config_from_dict(BASE, [override])
+
+
+def test_empty_class_rules_agree_with_the_loss():
+    from tctseg.config import EMPTY_CLASS_RULES
+    from tctseg.losses.consistency import EMPTY_RULES
+
+    assert EMPTY_CLASS_RULES == EMPTY_RULES
+    assert config_from_dict(BASE).method.empty_classes == "keep"
+    assert config_from_dict(BASE, ["method.empty_classes=as_one"]).method.empty_classes == "as_one"
 
 
 def test_load_config_names_the_file(tmp_path):

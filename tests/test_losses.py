@@ -127,14 +127,17 @@ def test_consistency_terms_by_hand():
     # g0 = 1 - g1, so each voxel adds 2·(p - g)²; divided by 2·N_v = 4
     expected = [2 * ((0.3 - 0.4) ** 2 + (0.7 - 0.8) ** 2) / 4, 2 * ((0.1 - 0.0) ** 2 + (0.1 - 0.3) ** 2) / 4]
     assert out.terms[0].tolist() == pytest.approx(expected)
-    # MSH argmax = [0, 1]: mask1 = [0, 1], mask2 = []; ATH masks [0, 1] and [] → IoU 1 and 1 (both empty)
-    assert out.iou[0].tolist() == [1.0, 1.0]
-    assert out.keep.all()
+    # MSH argmax = [0, 1]: mask1 = {1}, mask2 = {}; ATH masks {1} and {} → class 1 IoU 1,
+    # class 2 absent (both masks empty): no IoU, and its term is kept
+    assert out.iou[0, 0].item() == 1.0 and math.isnan(out.iou[0, 1].item())
+    assert out.present.tolist() == [[True, False]]
+    assert out.keep.tolist() == [[True, True]]
     assert consistency_loss(main, probs).item() == pytest.approx(sum(expected))
 
 
 def filter_case():
-    """Two samples, N = 4, ten voxels, with IoU [0.5, 0.5, 0.4, 0] and [0, 1, 0.4, 1]."""
+    """Two samples, N = 4, ten voxels, with IoU [0.5, 0.5, 0.4, 0] and [0, 1, 0.4, absent]
+    (sample 1: neither head finds class 4)."""
     main_maps = [[1, 1, 2, 2, 3, 3, 0, 0, 0, 4], [1, 0, 2, 3, 3, 0, 0, 0, 0, 0]]
     aux_masks = [
         [{0}, {3}, {4, 5, 6, 7, 8}, set()],
@@ -155,19 +158,25 @@ def filter_case():
 
 def test_iou_values_of_the_filter_case():
     main, aux_probs = filter_case()
-    iou = consistency_terms(main, aux_probs, threshold=None).iou
-    assert iou.tolist() == [pytest.approx([0.5, 0.5, 0.4, 0.0]), pytest.approx([0.0, 1.0, 0.4, 1.0])]
+    out = consistency_terms(main, aux_probs, threshold=None)
+    assert out.iou[0].tolist() == pytest.approx([0.5, 0.5, 0.4, 0.0])
+    assert out.iou[1, :3].tolist() == pytest.approx([0.0, 1.0, 0.4]) and math.isnan(out.iou[1, 3].item())
+    assert out.present.tolist() == [[True] * 4, [True, True, True, False]]
+    # the earlier rule stored the absent class as IoU 1
+    assert consistency_terms(main, aux_probs, threshold=None, empty="as_one").iou[1, 3].item() == 1.0
 
 
 @pytest.mark.parametrize(
     "threshold, expected_keep",
     [
-        # median: θ0 = (0.4 + 0.5)/2 = 0.45; θ1 = (0.4 + 1)/2 = 0.7
-        ("median", [[1, 1, 0, 0], [0, 1, 0, 1]]),
-        # task mean: θ0 = 1.4/4 = 0.35; θ1 = 2.4/4 = 0.6
+        # median over the present classes: sample 0 has four (even: θ0 = (0.4 + 0.5)/2 = 0.45),
+        # sample 1 three (odd: θ1 = the middle value 0.4); sample 1's absent class 4 is kept
+        ("median", [[1, 1, 0, 0], [0, 1, 1, 1]]),
+        # task mean: θ0 = 1.4/4 = 0.35; θ1 = 1.4/3 ≈ 0.467
         ("task_mean", [[1, 1, 1, 0], [0, 1, 0, 1]]),
-        # batch mean per class: θ = [0.25, 0.75, 0.4, 0.5]
-        ("batch_mean", [[1, 0, 1, 0], [0, 1, 1, 1]]),
+        # batch mean per class over the samples where it is present: θ = [0.25, 0.75, 0.4, 0]
+        # (class 4 is present in sample 0 only, so θ4 is that sample's IoU 0)
+        ("batch_mean", [[1, 0, 1, 1], [0, 1, 1, 1]]),
         (0.5, [[1, 1, 0, 0], [0, 1, 0, 1]]),
         (0.4, [[1, 1, 1, 0], [0, 1, 1, 1]]),
         (None, [[1, 1, 1, 1], [1, 1, 1, 1]]),
@@ -188,6 +197,138 @@ def test_median_of_an_odd_number_of_classes_is_the_middle_value():
     # drop class 4: IoU [0.5, 0.5, 0.4] → θ = 0.5; [0, 1, 0.4] → θ = 0.4
     out = consistency_terms(main[:, :4], aux_probs[:, :3], threshold="median")
     assert out.keep.int().tolist() == [[1, 1, 0], [0, 1, 1]]
+
+
+def present_organs_case():
+    """The issue's reproduction: one sample, N = 5, 40 voxels. Organ 1: MSH mask voxels 0–19,
+    ATH mask 0–18 (IoU 0.95). Organ 2: MSH 20–29, ATH 20–26 (IoU 0.70). Organs 3–5: absent
+    from both heads. The heads' probabilities differ a little everywhere, so every term > 0."""
+    v = 40
+    main_map = [1] * 20 + [2] * 10 + [0] * 10
+    ath_fg = [set(range(19)), set(range(20, 27)), set(), set(), set()]
+    main = torch.full((1, 6, v), 0.1 / 5, dtype=torch.float64)
+    for i, c in enumerate(main_map):
+        main[0, c, i] = 0.9
+    g1 = torch.full((1, 5, v), 0.05, dtype=torch.float64)
+    for j, voxels in enumerate(ath_fg):
+        for i in voxels:
+            g1[0, j, i] = 0.8
+    aux_probs = torch.stack([1 - g1, g1], dim=2)
+    return main.reshape(1, 6, 1, 1, v), aux_probs.reshape(1, 5, 2, 1, 1, v)
+
+
+@pytest.mark.parametrize(
+    "empty, expected_keep",
+    [
+        # θ = median(0.95, 0.70) = 0.825 over the two present organs: organ 1 kept, organ 2
+        # not; the absent organs' terms are kept (the heads agree they are not there)
+        ("keep", [True, False, True, True, True]),
+        ("drop", [True, False, False, False, False]),
+        # the earlier rule: IoU [0.95, 0.70, 1, 1, 1], θ = 1: only the empty classes count
+        ("as_one", [False, False, True, True, True]),
+    ],
+)
+def test_the_filter_acts_on_the_present_organs(empty, expected_keep):
+    main, aux_probs = present_organs_case()
+    out = consistency_terms(main, aux_probs, threshold="median", empty=empty)
+    assert out.iou[0, :2].tolist() == pytest.approx([0.95, 0.70])
+    assert out.present.tolist() == [[True, True, False, False, False]]
+    assert out.keep.tolist() == [expected_keep]
+    kept = sum(t for t, k in zip(out.terms[0].tolist(), expected_keep) if k)
+    assert consistency_loss(main, aux_probs, threshold="median", empty=empty).item() == pytest.approx(kept)
+    # the present organ's term is what the method exists for: far larger than an absent one's
+    assert out.terms[0, 0] > 10 * out.terms[0, 2]
+
+
+def test_the_previous_rule_kept_almost_nothing_of_the_reproduction():
+    main, aux_probs = present_organs_case()
+    unfiltered = consistency_loss(main, aux_probs, threshold=None).item()
+    assert consistency_loss(main, aux_probs, empty="as_one").item() < 0.05 * unfiltered
+    assert consistency_loss(main, aux_probs, empty="keep").item() > 0.3 * unfiltered
+
+
+def test_a_sample_with_no_present_class_keeps_all_its_terms():
+    main = as_probs([[0.9, 0.05, 0.05], [0.8, 0.1, 0.1]])  # MSH: background everywhere
+    probs = aux([[0.1, 0.3], [0.2, 0.4]])  # ATHs: g1 < 0.5 everywhere
+    for threshold in ("median", "task_mean", "batch_mean", 0.5):
+        out = consistency_terms(main, probs, threshold=threshold)
+        assert out.present.tolist() == [[False, False]]
+        assert out.keep.tolist() == [[True, True]]
+        assert consistency_terms(main, probs, threshold=threshold, empty="drop").keep.tolist() == [[False, False]]
+        assert consistency_terms(main, probs, threshold=threshold, empty="as_one").keep.tolist() == [[True, True]]
+
+
+def test_unknown_empty_rule_is_refused():
+    main, aux_probs = filter_case()
+    with pytest.raises(ValueError, match="empty"):
+        consistency_terms(main, aux_probs, empty="ignore")
+
+
+def spec_reference(main, aux_probs, threshold, empty):
+    """SPEC "Eq. 5–6" written out in plain numpy loops: (terms, keep, loss)."""
+    import numpy as np
+
+    main = main.detach().numpy().reshape(main.shape[0], main.shape[1], -1)
+    g = aux_probs.detach().numpy().reshape(*aux_probs.shape[:3], -1)
+    b_count, n = main.shape[0], main.shape[1] - 1
+    argmax = main.argmax(1)
+    terms = np.zeros((b_count, n))
+    iou = np.full((b_count, n), np.nan)
+    for b in range(b_count):
+        for j in range(1, n + 1):
+            p = main[b, j]
+            terms[b, j - 1] = (((1 - p) - g[b, j - 1, 0]) ** 2 + (p - g[b, j - 1, 1]) ** 2).sum() / (2 * p.size)
+            m, a = argmax[b] == j, g[b, j - 1, 1] > g[b, j - 1, 0]
+            union = (m | a).sum()
+            if union:
+                iou[b, j - 1] = (m & a).sum() / union
+            elif empty == "as_one":
+                iou[b, j - 1] = 1.0
+    present = ~np.isnan(iou)
+    keep = np.zeros((b_count, n), dtype=bool)
+    for b in range(b_count):
+        for j in range(n):
+            if threshold is None:
+                keep[b, j] = True
+                continue
+            if not present[b, j]:
+                keep[b, j] = empty == "keep"
+                continue
+            if threshold == "median":
+                theta = np.median(iou[b][present[b]])
+            elif threshold == "task_mean":
+                theta = np.mean(iou[b][present[b]])
+            elif threshold == "batch_mean":
+                theta = np.mean(iou[:, j][present[:, j]])
+            else:
+                theta = threshold
+            keep[b, j] = iou[b, j] >= theta
+    return terms, keep, (terms * keep).sum(1).mean()
+
+
+@pytest.mark.parametrize("threshold", ["median", "task_mean", "batch_mean", 0.5, None])
+@pytest.mark.parametrize("empty", ["keep", "drop", "as_one"])
+def test_filter_equals_the_spec_on_random_inputs_with_absent_classes(threshold, empty):
+    import numpy as np
+
+    generator = torch.Generator().manual_seed(7)
+    batch, n, shape = 6, 5, (6, 5, 4)
+    main_logits = torch.randn(batch, n + 1, *shape, generator=generator, dtype=torch.float64)
+    aux_logits = torch.randn(batch, n, 2, *shape, generator=generator, dtype=torch.float64)
+    # make some classes absent from both heads in some samples, some present in one sample only
+    absent = torch.rand(batch, n, generator=generator) < 0.45
+    absent[:, 0] = True
+    absent[2, 0] = False
+    for b, j in absent.nonzero().tolist():
+        main_logits[b, j + 1] -= 20.0
+        aux_logits[b, j, 1] -= 20.0
+    main, aux_probs = main_logits.softmax(1), aux_logits.softmax(2)
+    out = consistency_terms(main, aux_probs, threshold=threshold, empty=empty)
+    terms, keep, loss = spec_reference(main, aux_probs, threshold, empty)
+    assert (~out.present).sum() >= batch  # the case does hold absent classes
+    np.testing.assert_allclose(out.terms.numpy(), terms, rtol=0, atol=1e-6)
+    assert out.keep.numpy().tolist() == keep.tolist()
+    assert abs(consistency_loss(main, aux_probs, threshold=threshold, empty=empty).item() - loss) < 1e-6
 
 
 def test_confidence_filter_drops_uncertain_heads():

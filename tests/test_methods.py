@@ -57,7 +57,11 @@ def test_overfitting_one_batch_makes_the_main_loss_fall(name):
 def test_tct_reports_every_part_and_trains_log_vars():
     method = build_method(make_config(name="tct"))
     out = method(fixed_batch(), epoch=2)
-    assert set(out.parts) == {"main", "aux", "consistency", "w", "log_var_1", "log_var_2", "kept_fraction"}
+    losses = {"main", "aux", "consistency", "w", "log_var_1", "log_var_2", "kept_fraction"}
+    ratios = {"filter_absent", "filter_kept_present", "filter_iou_present"}
+    ratios |= {f"filter_{kind}_{c}" for kind in ("kept", "term") for c in method.class_names}
+    assert set(out.parts) == losses | {f"{r}:{end}" for r in ratios for end in ("num", "den")}
+    assert method.class_names == make_config(name="tct").classes
     # w(2) with ramp-up 0.4 · 10 = 4 epochs: exp(−5·0.5²)
     assert out.parts["w"].item() == pytest.approx(torch.exp(torch.tensor(-1.25)).item())
     assert 0.0 <= out.parts["kept_fraction"].item() <= 1.0

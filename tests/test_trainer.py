@@ -58,6 +58,23 @@ def test_trainer_runs_each_method_and_writes_every_output(tmp_path, monkeypatch,
         # w(t) is the sigmoid ramp-up: exp(-5 (1 - t/R)^2) with R = 0.4 * 2 epochs, t = 0 then 1 (past R)
         assert float(rows[0]["loss_w"]) == pytest.approx(math.exp(-5.0), rel=1e-4)
         assert float(rows[1]["loss_w"]) == pytest.approx(1.0)
+        # what the filter did, and the auxiliary heads' own validation DSC beside the MSH's
+        for r in rows:
+            for column in ("filter_absent", "filter_kept_liver", "filter_term_spleen", "val_ath_dice_liver"):
+                assert 0.0 <= float(r[column]) <= 1.0, column
+            ath = [float(r["val_ath_dice_liver"]), float(r["val_ath_dice_spleen"])]
+            assert float(r["val_ath_dice_mean"]) == pytest.approx(sum(ath) / 2, abs=1e-5)
+    else:
+        assert not any(k.startswith(("filter_", "val_ath_")) for k in rows[0])
+
+
+def test_ratio_parts_are_ratios_of_epoch_sums():
+    from tctseg.training.logging import loss_part_columns
+
+    row = loss_part_columns({"main": 0.5, "kept:num": 1.5, "kept:den": 2.0, "iou:num": 0.0, "iou:den": 0.0})
+    assert row["loss_main"] == 0.5 and row["kept"] == 0.75
+    assert math.isnan(row["iou"])  # no present pair in the whole epoch: an empty cell
+    assert set(row) == {"loss_main", "kept", "iou"}
 
 
 def test_loss_falls_when_overfitting(tmp_path, monkeypatch):

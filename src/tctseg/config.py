@@ -44,6 +44,9 @@ DATASET_FORMATS = (
     "nnunet",
 )
 DATASET_ROLES = ("train", "validation", "test")
+# tctseg.losses.consistency.EMPTY_RULES, spelled out here so that config stays torch-free
+# (tests/test_config.py asserts the two agree)
+EMPTY_CLASS_RULES = ("keep", "drop", "as_one")
 
 
 @dataclass
@@ -97,6 +100,9 @@ class MethodConfig:
     """Which method turns a batch into a loss, and its switches (paper ablations Tab. 5, 7–9).
 
     ``threshold``: ``median`` | ``task_mean`` | ``batch_mean`` | a float | null (no filter).
+    ``empty_classes``: what the filter does with a class absent from both heads' masks in a
+    patch: ``keep`` its term (SPEC default) | ``drop`` it | ``as_one`` (the earlier rule: absent
+    counts as IoU = 1, also in θ; ablation only).
     ``weighting``: ``uauwl`` (Eq. 7, two learned terms) | ``uwl`` (1 + N terms) | ``fixed``.
     ``rampup_fraction``: ramp-up length of w(t) as a fraction of ``train.epochs``.
     ``options``: method-specific extras for baselines (documented by each method).
@@ -105,6 +111,7 @@ class MethodConfig:
     name: str = "tct"
     consistency: bool = True
     threshold: Union[str, float, None] = "median"
+    empty_classes: str = "keep"
     confidence_filter: bool = False
     confidence_threshold: float = 0.5
     weighting: str = "uauwl"
@@ -390,6 +397,8 @@ def _validate(config: Config) -> None:
     m = config.method
     if isinstance(m.threshold, str) and m.threshold not in ("median", "task_mean", "batch_mean"):
         raise ConfigError(f"method.threshold: {m.threshold!r} is not median, task_mean, batch_mean, a number or null")
+    if m.empty_classes not in EMPTY_CLASS_RULES:
+        raise ConfigError(f"method.empty_classes: {m.empty_classes!r} is not one of {', '.join(EMPTY_CLASS_RULES)}")
     if m.weighting not in ("uauwl", "uwl", "fixed"):
         raise ConfigError(f"method.weighting: {m.weighting!r} is not one of uauwl, uwl, fixed")
     if not 0.0 <= m.rampup_fraction <= 1.0:

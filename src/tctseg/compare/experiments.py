@@ -49,6 +49,8 @@ ABLATIONS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
     ("Tab. 7", "threshold_batch_mean", "threshold: batch mean", {"threshold": "batch_mean"}),
     ("Tab. 7", "threshold_task_mean", "threshold: task mean", {"threshold": "task_mean"}),
     ("Tab. 7", "threshold_median", "threshold: median", {"threshold": "median"}),
+    ("Tab. 7", "empty_as_one", "absent = IoU 1, previous rule", {"empty_classes": "as_one"}),
+    ("Tab. 7", "empty_drop", "absent terms dropped", {"empty_classes": "drop"}),
     ("Tab. 8", "iou_filter", "IoU filter", {"confidence_filter": False}),
     ("Tab. 8", "confidence_filter", "confidence filter", {"confidence_filter": True}),
     ("Tab. 9", "uwl", "UWL", {"weighting": "uwl"}),
@@ -255,7 +257,8 @@ class Comparison:
             budget=self.budget(_wall_time(used)),
             notes=[
                 f"Each row changes one switch of the config's TCT (consistency {own.consistency}, threshold "
-                f"{own.threshold}, {'confidence' if own.confidence_filter else 'IoU'} filter, weighting "
+                f"{own.threshold}, absent classes {own.empty_classes}, "
+                f"{'confidence' if own.confidence_filter else 'IoU'} filter, weighting "
                 f"{own.weighting}); a row equal to the config is marked (config) and is the main table's TCT run.",
                 "DSC in %, HD95 in mm; mean ± sd over seeds.",
             ],

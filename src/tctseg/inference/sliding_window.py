@@ -41,9 +41,13 @@ def window_probabilities(
     tta_flip: bool = False,
     channels_last: bool = False,
     autocast_device: str | None = None,
+    aux_heads: bool = False,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """A MONAI predictor: windows ``[B, 1, *P]`` → softmax probabilities ``[B, N+1, *P]`` float32.
 
+    With ``aux_heads``, ``predict_logits`` returns ``(main_logits [B, N+1, *P], aux_logits
+    [B, N, 2, *P])`` and the predictor ``[B, 2N+1, *P]``: the main head's N+1 probabilities,
+    then each auxiliary head's foreground probability ``g^j``.
     With ``tta_flip`` the probabilities are the mean over :data:`FLIP_COMBINATIONS`.
     ``autocast_device`` ("cuda") runs the network under mixed precision; softmax stays float32.
     """
@@ -61,7 +65,14 @@ def window_probabilities(
                     logits = predict_logits(x)
             else:
                 logits = predict_logits(x)
-            probs = torch.softmax(_plain(logits).float(), dim=1)
+            if aux_heads:
+                main_logits, aux_logits = logits
+                probs = torch.cat(
+                    [torch.softmax(_plain(main_logits).float(), dim=1), torch.softmax(_plain(aux_logits).float(), dim=2)[:, :, 1]],
+                    dim=1,
+                )
+            else:
+                probs = torch.softmax(_plain(logits).float(), dim=1)
             if axes:
                 probs = torch.flip(probs, axes)
             total = probs if total is None else total + probs
@@ -80,8 +91,13 @@ def sliding_window_probabilities(
     device: str | torch.device = "cpu",
     channels_last: bool = True,
     progress: bool = False,
+    aux_heads: bool = False,
 ) -> torch.Tensor:
     """Class probabilities of a whole volume: image ``[X, Y, Z]`` → float32 ``[N+1, X, Y, Z]`` on the CPU.
+
+    With ``aux_heads`` (methods whose network has them, e.g. TCT) the result is
+    ``[2N+1, X, Y, Z]``: the main head's N+1 probabilities, then ATH j's foreground
+    probability ``g^j`` for j = 1..N, blended the same way (``method.predict_with_aux``).
 
     ``image`` is in prepared space (RAS, resampled, normalised). ``method`` must provide
     ``predict_logits([B, 1, *P]) -> [B, N+1, *P]`` (main head only); it is put in eval mode
@@ -100,10 +116,11 @@ def sliding_window_probabilities(
     if channels_last:
         method.to(memory_format=torch.channels_last_3d)
     predictor = window_probabilities(
-        method.predict_logits,
+        method.predict_with_aux if aux_heads else method.predict_logits,
         tta_flip=tta_flip,
         channels_last=channels_last,
         autocast_device="cuda" if device.type == "cuda" else None,
+        aux_heads=aux_heads,
     )
     with torch.inference_mode():
         probs = sliding_window_inference(

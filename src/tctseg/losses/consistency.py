@@ -12,17 +12,22 @@ import torch
 
 Threshold = Union[str, float, None]
 THRESHOLDS = ("median", "task_mean", "batch_mean")
+# what a class whose two masks are both empty in a sample (ABSENT there) does, SPEC "Eq. 5–6"
+EMPTY_RULES = ("keep", "drop", "as_one")
 
 
 @dataclass
 class ConsistencyTerms:
     """All ``[B, N]``: ``terms`` the per-class MSE of Eq. 6, ``iou`` between the two heads'
-    masks, ``keep`` the bool filter, ``confidence`` the ATHs' mean entropy confidence
-    (computed on first access: training without the confidence filter never pays for it)."""
+    masks (NaN where the class is absent, except under ``empty="as_one"`` where it is 1),
+    ``present`` where either head's mask holds the class (union > 0), ``keep`` the bool
+    filter, ``confidence`` the ATHs' mean entropy confidence (computed on first access:
+    training without the confidence filter never pays for it)."""
 
     terms: torch.Tensor
     iou: torch.Tensor
     keep: torch.Tensor
+    present: torch.Tensor
     _aux_probs: torch.Tensor = field(repr=False)
     _confidence: torch.Tensor | None = field(default=None, repr=False)
 
@@ -45,18 +50,28 @@ def consistency_terms(
     threshold: Threshold = "median",
     detach_aux: bool = True,
     confidence_threshold: float | None = None,
+    empty: str = "keep",
 ) -> ConsistencyTerms:
     """Per-sample, per-class consistency terms and the filter that keeps them (Eq. 5–6).
 
     For every sample b and EVERY class j (annotated or not):
     ``terms[b, j] = (1/(2·N_v)) Σ_i [(q^0_i − g^0_i)² + (q^j_i − g^j_i)²]`` with the main
     head's binary view ``(q^0, q^j) = (1 − p^j, p^j)`` and ATH j's ``(g^0, g^j)``.
-    ``iou[b, j]`` compares the masks ``argmax_n p == j`` and ``g^j > g^0`` (1 when both are
-    empty). ``keep = iou ≥ θ`` with θ from ``threshold``:
-    ``"median"`` θ_b = median_j iou[b, :] (mean of the two middle values for an even N);
-    ``"task_mean"`` θ_b = mean_j iou[b, :]; ``"batch_mean"`` θ_j = mean_b iou[:, j];
-    a float: fixed θ; ``None``: every term kept. With ``confidence_threshold`` (Tab. 8: 0.5)
-    a term is kept only where ATH j's mean confidence ``1 − H(g_j)/log 2`` reaches it too.
+    ``iou[b, j]`` compares the masks ``argmax_n p == j`` and ``g^j > g^0``. Class j is
+    PRESENT in sample b when the union of the two masks is not empty, ABSENT otherwise (no
+    IoU: 0/0). θ is computed over the present classes only, and a present term is kept
+    where ``iou ≥ θ``:
+    ``"median"`` θ_b = median of iou[b, j] over the classes present in b (numpy's median:
+    the mean of the two middle values for an even count); ``"task_mean"`` θ_b = their mean;
+    ``"batch_mean"`` θ_j = mean of iou[b, j] over the samples in which j is present; a
+    float: fixed θ; ``None``: every term kept (no filtering at all).
+    ``empty`` says what absent classes do: ``"keep"`` (default, SPEC) their terms are kept —
+    the heads agree the organ is not in the patch — so a sample with no present class keeps
+    all its terms; ``"drop"`` their terms never count; ``"as_one"`` the earlier rule: an
+    absent class has IoU = 1, also when θ is computed (ablation only: in small patches it
+    lifts the median to 1 and drops every present organ). With ``confidence_threshold``
+    (Tab. 8: 0.5) a term is kept only where ATH j's mean confidence ``1 − H(g_j)/log 2``
+    reaches it too.
 
     The filter carries no gradient; with ``detach_aux`` (default) the ATHs act as teachers
     and receive no gradient from this loss.
@@ -67,6 +82,8 @@ def consistency_terms(
     Returns:
         :class:`ConsistencyTerms` with ``[B, N]`` tensors.
     """
+    if empty not in EMPTY_RULES:
+        raise ValueError(f"empty {empty!r} is not one of {', '.join(EMPTY_RULES)}")
     n = aux_probs.shape[1]
     if main_probs.shape[1] != n + 1 or main_probs.shape[2:] != aux_probs.shape[3:] or aux_probs.shape[2] != 2:
         raise ValueError(
@@ -89,9 +106,13 @@ def consistency_terms(
         aux_mask = g_fg > g_bg
         intersection = (main_mask & aux_mask).sum(spatial).to(terms.dtype)
         union = (main_mask | aux_mask).sum(spatial).to(terms.dtype)
-        iou = torch.where(union > 0, intersection / union.clamp_min(1), torch.ones_like(union))
-        keep = _iou_filter(iou, threshold)
-        result = ConsistencyTerms(terms, iou, keep, aux_probs.detach())
+        present = union > 0
+        absent_iou = 1.0 if empty == "as_one" else math.nan
+        iou = torch.where(present, intersection / union.clamp_min(1), torch.full_like(union, absent_iou))
+        keep = _iou_filter(iou, threshold)  # False wherever iou is NaN
+        if threshold is not None and empty == "keep":
+            keep = keep | ~present
+        result = ConsistencyTerms(terms, iou, keep, present, aux_probs.detach())
         if confidence_threshold is not None:
             keep = keep & (result.confidence >= confidence_threshold)
             result.keep = keep
@@ -104,12 +125,14 @@ def consistency_loss(
     threshold: Threshold = "median",
     detach_aux: bool = True,
     confidence_threshold: float | None = None,
+    empty: str = "keep",
 ) -> torch.Tensor:
     """Task consistency loss — paper Eq. 5–6 (SPEC): ``(1/B) Σ_b Σ_j keep[b, j]·terms[b, j]``.
 
     See :func:`consistency_terms` for the terms, the IoU filter (``threshold`` one of
-    ``"median"``, ``"task_mean"``, ``"batch_mean"``, a float, or None) and the optional
-    entropy-confidence filter.
+    ``"median"``, ``"task_mean"``, ``"batch_mean"``, a float, or None, computed over the
+    classes present in the patch), the ``empty`` rule for absent classes (``"keep"``,
+    ``"drop"``, ``"as_one"``) and the optional entropy-confidence filter.
 
     Args:
         main_probs: ``[B, N+1, *S]`` softmax over dim 1.
@@ -117,20 +140,23 @@ def consistency_loss(
     Returns:
         Scalar loss.
     """
-    return consistency_terms(main_probs, aux_probs, threshold, detach_aux, confidence_threshold).loss
+    return consistency_terms(main_probs, aux_probs, threshold, detach_aux, confidence_threshold, empty).loss
 
 
 def _iou_filter(iou: torch.Tensor, threshold: Threshold) -> torch.Tensor:
+    """``iou ≥ θ`` for ``[B, N]`` IoUs with NaN at absent classes: θ ignores them and they
+    are never kept here (the caller decides what absent classes do)."""
     if threshold is None:
         return torch.ones_like(iou, dtype=torch.bool)
     if isinstance(threshold, str):
         if threshold == "median":
-            # torch.quantile interpolates linearly: for q = 0.5 that is numpy's median
-            theta = torch.quantile(iou, 0.5, dim=1, keepdim=True)
+            # torch.nanquantile interpolates linearly: for q = 0.5 that is numpy's median
+            # of the values that are not NaN (NaN for a row with none)
+            theta = torch.nanquantile(iou, 0.5, dim=1, keepdim=True)
         elif threshold == "task_mean":
-            theta = iou.mean(1, keepdim=True)
+            theta = iou.nanmean(1, keepdim=True)
         elif threshold == "batch_mean":
-            theta = iou.mean(0, keepdim=True)
+            theta = iou.nanmean(0, keepdim=True)
         else:
             raise ValueError(f"threshold {threshold!r} is not one of {', '.join(THRESHOLDS)}, a float or None")
         return iou >= theta

@@ -47,6 +47,12 @@ class Method(nn.Module):
         """Inference: ``[B, 1, *S]`` → main-head logits ``[B, N+1, *S]`` (auxiliary heads not run)."""
         return self.network(image, aux=False).main_logits
 
+    def predict_with_aux(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[B, 1, *S]`` → main logits ``[B, N+1, *S]`` and auxiliary logits ``[B, N, 2, *S]``
+        (networks with auxiliary task heads only)."""
+        out = self.network(image, aux=True)
+        return out.main_logits, out.aux_logits
+
 
 def build_network(config: Config, aux_heads: bool) -> SegmentationNetwork:
     """The shared 3D U-Net with the heads a method asks for, sized by ``config.network``."""

@@ -5,7 +5,8 @@ the marginal Dice ``L_main`` (Eq. 1–2), auxiliary Dice ``L_aux`` (Eq. 3–4), 
 task consistency ``L_con`` (Eq. 5–6) and ``w(t) = λ_max·sigmoid_rampup(epoch, R)``.
 
 Ablation switches (``config.method``): ``consistency`` on/off (Tab. 5); ``threshold``
-median / task_mean / batch_mean / float / null (Tab. 7); ``confidence_filter`` (Tab. 8);
+median / task_mean / batch_mean / float / null (Tab. 7) and ``empty_classes`` keep / drop /
+as_one (what absent classes do in the filter); ``confidence_filter`` (Tab. 8);
 ``weighting`` uauwl / uwl / fixed (Tab. 9); ``lambda_max`` and ``rampup_fraction``;
 ``detach_aux``.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from tctseg.losses import (
+    ConsistencyTerms,
     UncertaintyWeightedLoss,
     auxiliary_dice_terms,
     consistency_terms,
@@ -37,11 +39,13 @@ class TCTMethod(Method):
         *,
         consistency: bool = True,
         threshold: str | float | None = "median",
+        empty: str = "keep",
         confidence_threshold: float | None = None,
         weighting: str = "uauwl",
         lambda_max: float = 1.0,
         rampup_epochs: float = 80.0,
         detach_aux: bool = True,
+        class_names: list[str] | None = None,
     ):
         super().__init__()
         if weighting not in ("uauwl", "uwl", "fixed"):
@@ -50,6 +54,8 @@ class TCTMethod(Method):
         self.num_classes = num_classes
         self.consistency = consistency
         self.threshold = threshold
+        self.empty = empty
+        self.class_names = list(class_names) if class_names is not None else [str(j) for j in range(1, num_classes + 1)]
         self.confidence_threshold = confidence_threshold
         self.weighting = weighting
         self.lambda_max = lambda_max
@@ -66,11 +72,13 @@ class TCTMethod(Method):
             config.num_classes,
             consistency=m.consistency,
             threshold=m.threshold,
+            empty=m.empty_classes,
             confidence_threshold=m.confidence_threshold if m.confidence_filter else None,
             weighting=m.weighting,
             lambda_max=m.lambda_max,
             rampup_epochs=m.rampup_fraction * config.train.epochs,
             detach_aux=m.detach_aux,
+            class_names=config.classes,
         )
 
     def consistency_weight(self, epoch: float) -> float:
@@ -102,11 +110,42 @@ class TCTMethod(Method):
         if self.consistency:
             weight = self.consistency_weight(epoch)
             con = consistency_terms(
-                main_probs, aux_probs, self.threshold, self.detach_aux, self.confidence_threshold
+                main_probs, aux_probs, self.threshold, self.detach_aux, self.confidence_threshold, self.empty
             )
             loss_con = con.loss
             total = total + weight * loss_con
             parts["consistency"] = loss_con.detach()
             parts["w"] = torch.tensor(weight)
             parts["kept_fraction"] = con.keep.float().mean()
+            parts.update(filter_statistics(con, self.class_names))
         return LossOutput(total, parts)
+
+
+def filter_statistics(con: ConsistencyTerms, class_names: list[str]) -> dict[str, torch.Tensor]:
+    """What the consistency filter did in one step, as ratio parts (``name:num``, ``name:den``;
+    the trainer sums both over an epoch and logs ``name`` = Σnum / Σden):
+
+    ``filter_absent``: the fraction of (sample, class) pairs absent from both heads' masks;
+    ``filter_kept_present`` / ``filter_iou_present``: among present pairs, the kept fraction
+    and the mean IoU; per class c ``filter_kept_<c>`` (kept fraction of its present pairs)
+    and ``filter_term_<c>`` (its mean consistency term over the samples, kept or not).
+    """
+    present = con.present.float()  # [B, N]
+    kept_present = (con.keep & con.present).float()
+    iou_present = torch.nan_to_num(con.iou, nan=0.0) * present
+    ones = torch.ones_like(present)
+    parts = {
+        "filter_absent:num": (1.0 - present).sum(),
+        "filter_absent:den": ones.sum(),
+        "filter_kept_present:num": kept_present.sum(),
+        "filter_kept_present:den": present.sum(),
+        "filter_iou_present:num": iou_present.sum(),
+        "filter_iou_present:den": present.sum(),
+    }
+    terms = con.terms.detach()
+    for j, name in enumerate(class_names):
+        parts[f"filter_kept_{name}:num"] = kept_present[:, j].sum()
+        parts[f"filter_kept_{name}:den"] = present[:, j].sum()
+        parts[f"filter_term_{name}:num"] = terms[:, j].sum()
+        parts[f"filter_term_{name}:den"] = ones[:, j].sum()
+    return parts

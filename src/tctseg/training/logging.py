@@ -1,8 +1,11 @@
 """Training logs, written by rank 0 only: ``log.csv`` (one row per epoch), TensorBoard
 scalars of the same values, and ``progress.png`` with the curves (like nnU-Net's).
 
-A row holds ``epoch``, ``loss_<part>`` for every loss part (epoch means), ``lr``,
-``epoch_time_s`` and, after a validation, ``val_dice_<class>`` and ``val_dice_mean``.
+A row holds ``epoch``, ``loss_<part>`` for every loss part (epoch means), the ratio parts
+a method reports (TCT: ``filter_*``, what the consistency filter did; see
+:func:`loss_part_columns`), ``lr``, ``epoch_time_s`` and, after a validation,
+``val_dice_<class>`` and ``val_dice_mean`` (the main head) and, for methods with auxiliary
+heads, ``val_ath_dice_<class>`` and ``val_ath_dice_mean``.
 """
 
 from __future__ import annotations
@@ -16,6 +19,29 @@ from typing import Any
 LOG_CSV = "log.csv"
 PROGRESS_PNG = "progress.png"
 TENSORBOARD_DIR = "tensorboard"
+
+
+RATIO_NUM, RATIO_DEN = ":num", ":den"
+
+
+def loss_part_columns(means: dict[str, float]) -> dict[str, float]:
+    """Log columns of one epoch's loss parts (each part's mean over the epoch's steps).
+
+    A plain part ``name`` becomes ``loss_<name>``. A ratio part, reported as the pair
+    ``<name>:num`` and ``<name>:den``, becomes ``<name>`` = Σnum / Σden over the epoch (the
+    ratio of the means is the ratio of the sums; NaN, an empty cell, when Σden = 0).
+    """
+    row: dict[str, float] = {}
+    for key, value in means.items():
+        if key.endswith(RATIO_DEN):
+            continue
+        if key.endswith(RATIO_NUM):
+            name = key[: -len(RATIO_NUM)]
+            den = means.get(name + RATIO_DEN, 0.0)
+            row[name] = value / den if den > 0 else math.nan
+        else:
+            row[f"loss_{key}"] = value
+    return row
 
 
 def read_log(path: str | Path) -> list[dict[str, float]]:
@@ -91,8 +117,9 @@ def plot_progress(rows: list[dict[str, float]], path: str | Path) -> Path:
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    fig, axes = plt.subplots(3, 1, figsize=(9, 11), sharex=True)
     keys = sorted({k for r in rows for k in r})
+    filter_keys = [k for k in keys if k.startswith("filter_")]
+    fig, axes = plt.subplots(4 if filter_keys else 3, 1, figsize=(9, 14 if filter_keys else 11), sharex=True)
 
     def curve(ax, key: str, **style) -> None:
         points = [(r["epoch"], r[key]) for r in rows if key in r and math.isfinite(r[key])]
@@ -105,14 +132,21 @@ def plot_progress(rows: list[dict[str, float]], path: str | Path) -> Path:
     axes[0].set_ylabel("loss (epoch mean)")
     for key in (k for k in keys if k.startswith("val_dice_")):
         curve(axes[1], key, marker="o", linewidth=2 if key == "val_dice_mean" else 1)
-    axes[1].set_ylabel("validation DSC")
-    curve(axes[2], "lr", color="tab:blue")
-    axes[2].set_ylabel("learning rate")
-    time_axis = axes[2].twinx()
+    for key in (k for k in keys if k.startswith("val_ath_dice_")):
+        curve(axes[1], key, marker=".", linestyle="--", linewidth=2 if key == "val_ath_dice_mean" else 1)
+    axes[1].set_ylabel("validation DSC (--: auxiliary heads)")
+    if filter_keys:
+        for key in (k for k in filter_keys if not k.startswith("filter_term_")):
+            curve(axes[2], key, linewidth=2 if key in ("filter_kept_present", "filter_absent") else 1)
+        axes[2].set_ylabel("consistency filter\n(fractions, mean IoU)")
+    lr_axis = axes[-1]
+    curve(lr_axis, "lr", color="tab:blue")
+    lr_axis.set_ylabel("learning rate")
+    time_axis = lr_axis.twinx()
     curve(time_axis, "epoch_time_s", color="tab:orange")
     time_axis.set_ylabel("epoch time (s)")
-    axes[2].set_xlabel("epoch")
-    for ax in axes[:2]:
+    lr_axis.set_xlabel("epoch")
+    for ax in axes[:-1]:
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize="small", loc="best")
         ax.grid(alpha=0.3)

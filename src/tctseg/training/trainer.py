@@ -28,7 +28,7 @@ from tctseg.outputs import ensure_writable
 from tctseg.methods import build_method
 from tctseg.training import distributed as dist_utils
 from tctseg.training.checkpoint import check_compatible, load_checkpoint, preprocessing_settings, save_checkpoint
-from tctseg.training.logging import LOG_CSV, PROGRESS_PNG, TENSORBOARD_DIR, TrainingLogger
+from tctseg.training.logging import LOG_CSV, PROGRESS_PNG, TENSORBOARD_DIR, TrainingLogger, loss_part_columns
 from tctseg.training.seeding import capture_rng_state, rank_seed, restore_rng_state, seed_everything
 
 if TYPE_CHECKING:
@@ -297,7 +297,7 @@ class Trainer:
             keys = list(sums)
             # one host transfer per epoch: the means of every part, averaged over ranks
             means = dist_utils.all_reduce_mean(torch.stack([sums[k] for k in keys]) / steps, self.context)
-            row.update({f"loss_{k}": float(v) for k, v in zip(keys, means.cpu().tolist())})
+            row.update(loss_part_columns(dict(zip(keys, means.cpu().tolist()))))
         row["lr"] = lr
         row["epoch_time_s"] = time.perf_counter() - start
         return row
@@ -412,13 +412,19 @@ class Trainer:
         """Mean DSC per class over the validation cases (each on the classes it annotates).
 
         Returns ``val_dice_<class>`` for every class some case annotates and ``val_dice_mean``
-        (the mean over those classes); empty when no case has a label.
+        (the mean over those classes); empty when no case has a label. For a method whose
+        network has auxiliary task heads (TCT) also ``val_ath_dice_<class>`` and
+        ``val_ath_dice_mean``: ATH j's own mask ``g^j > g^0`` against the label of class j,
+        so that a reader sees whether the teachers are any good before they teach.
         """
         from tctseg.evaluation.metrics import dice
         from tctseg.inference.sliding_window import sliding_window_probabilities
 
         method = dist_utils.unwrap_model(self.model)
+        with_aux = getattr(method.network, "aux_heads", None) is not None
+        n = self.config.num_classes
         per_class: dict[int, list[float]] = {}
+        per_class_ath: dict[int, list[float]] = {}
         inf = self.config.inference
         try:
             with torch.no_grad():
@@ -436,17 +442,25 @@ class Trainer:
                         device=self.device,
                         channels_last=self.config.network.channels_last,
                         progress=False,
+                        aux_heads=with_aux,
                     )
-                    prediction = probs.argmax(0).numpy()
+                    prediction = probs[: n + 1].argmax(0).numpy()
                     label = np.asarray(label)
                     for class_id in case.annotated:
                         per_class.setdefault(class_id, []).append(dice(prediction == class_id, label == class_id))
+                        if with_aux:
+                            # blended g^j > 0.5 is the blended g^j > g^0 (the two sum to 1)
+                            ath_mask = (probs[n + class_id] > 0.5).numpy()
+                            per_class_ath.setdefault(class_id, []).append(dice(ath_mask, label == class_id))
         finally:
             method.train()
         row = {f"val_dice_{self.config.classes[c - 1]}": float(np.mean(v)) for c, v in sorted(per_class.items())}
         if row:
             row["val_dice_mean"] = float(np.mean(list(row.values())))
-        return row
+        ath = {f"val_ath_dice_{self.config.classes[c - 1]}": float(np.mean(v)) for c, v in sorted(per_class_ath.items())}
+        if ath:
+            ath["val_ath_dice_mean"] = float(np.mean(list(ath.values())))
+        return {**row, **ath}
 
     def checkpoint_state(self, completed_epochs: int) -> dict[str, Any]:
         """The dict a checkpoint holds after ``completed_epochs`` epochs."""

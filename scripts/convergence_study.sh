@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The convergence study of docs/CONVERGENCE.md: each run is one `tctseg train` of
+# configs/chaos_t2.yaml's split with one recipe lever changed, validated every epoch so that
+# the validation DSC can be plotted against optimizer steps. Runs go to runs/convergence/
+# (ignored by git); finished runs are skipped, interrupted ones resumed. One at a time:
+# never run two trainings at once on a 2-core machine.
+#   scripts/convergence_study.sh [NAME ...]     (default: every run below, in order)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TCTSEG=${TCTSEG:-.venv/bin/tctseg}
+OUT=runs/convergence
+
+# the recipe every lever starts from (the lead of issue 14: SGD at 3×3×6 mm)
+BASE=(--set train.optimizer=sgd --set train.lr=0.01 --set train.schedule=poly
+      --set "preprocessing.spacing=[3.0,3.0,6.0]" --set train.val_every=1)
+
+run() {  # NAME CONFIG METHOD ARGS...
+  local name=$1 config=$2 method=$3; shift 3
+  local dir=$OUT/$name
+  if [[ -f $dir/done ]]; then echo "$name: done"; return; fi
+  local resume=(); [[ -f $dir/checkpoint_last.pt ]] && resume=(--resume)
+  echo "$name: $(date -Is) start"
+  local start=$SECONDS
+  "$TCTSEG" train "$config" --method "$method" --output "$dir" --no-progress "${resume[@]}" "$@"
+  echo "$((SECONDS - start))" > "$dir/done"
+  echo "$name: $(date -Is) done in $((SECONDS - start)) s"
+}
+
+declare -A RUNS
+# whole-volume patches (the prepared volumes are 107×107×40–58 at 3×3×6 mm), batch 1
+WHOLE=(--set "train.patch_size=[112,112,48]" --set train.batch_size=1 --set train.epochs=32 --set train.iterations_per_epoch=25)
+RUNS[tal_sgd_whole]="configs/chaos_t2.yaml tal ${BASE[*]} ${WHOLE[*]}"
+RUNS[full_sgd_whole]="configs/chaos_t2_full.yaml tal ${BASE[*]} ${WHOLE[*]}"
+ORDER=(tal_sgd_whole full_sgd_whole)
+
+for name in "${@:-${ORDER[@]}}"; do
+  # shellcheck disable=SC2086
+  run "$name" ${RUNS[$name]}
+done
