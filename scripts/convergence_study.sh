@@ -28,10 +28,13 @@ run() {  # NAME CONFIG METHOD ARGS...
 
 declare -A RUNS
 # whole-volume patches (the prepared volumes are 107×107×40–58 at 3×3×6 mm), batch 1
-WHOLE=(--set "train.patch_size=[112,112,48]" --set train.batch_size=1 --set train.epochs=32 --set train.iterations_per_epoch=25)
-RUNS[tal_sgd_whole]="configs/chaos_t2.yaml tal ${BASE[*]} ${WHOLE[*]}"
-RUNS[full_sgd_whole]="configs/chaos_t2_full.yaml tal ${BASE[*]} ${WHOLE[*]}"
-ORDER=(tal_sgd_whole full_sgd_whole)
+WHOLE=(--set "train.patch_size=[112,112,48]" --set train.batch_size=1 --set train.iterations_per_epoch=25)
+RUNS[tal_sgd_whole]="configs/chaos_t2.yaml tal ${BASE[*]} ${WHOLE[*]} --set train.epochs=32"
+# the same recipe at half the steps (400): the lever runs below are screened at this length
+RUNS[full_sgd_whole_400]="configs/chaos_t2_full.yaml tal ${BASE[*]} ${WHOLE[*]} --set train.epochs=16"
+RUNS[tal_strong_whole_400]="configs/chaos_t2.yaml tal ${BASE[*]} ${WHOLE[*]} --set train.epochs=16 --set train.augment_preset=strong"
+RUNS[tal_adam_whole_400]="configs/chaos_t2.yaml tal ${BASE[*]} ${WHOLE[*]} --set train.epochs=16 --set train.optimizer=adam --set train.lr=0.003 --set train.schedule=cosine"
+ORDER=(tal_sgd_whole full_sgd_whole_400 tal_strong_whole_400 tal_adam_whole_400)
 
 for name in "${@:-${ORDER[@]}}"; do
   # shellcheck disable=SC2086

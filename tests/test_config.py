@@ -53,8 +53,30 @@ def test_empty_class_rules_agree_with_the_loss():
     from tctseg.losses.consistency import EMPTY_RULES
 
     assert EMPTY_CLASS_RULES == EMPTY_RULES
+
+
+def test_augment_presets_agree_with_the_augmentation():
+    from tctseg.config import AUGMENT_PRESET_NAMES
+    from tctseg.data.augment import AUGMENT_PRESETS
+
+    assert AUGMENT_PRESET_NAMES == tuple(AUGMENT_PRESETS)
+    with pytest.raises(ConfigError, match="train.augment_preset: 'heavy' is not one of light, strong"):
+        config_from_dict(BASE, ["train.augment_preset=heavy"])
     assert config_from_dict(BASE).method.empty_classes == "keep"
     assert config_from_dict(BASE, ["method.empty_classes=as_one"]).method.empty_classes == "as_one"
+
+
+def test_optional_dataset_with_an_empty_path_is_left_out(monkeypatch):
+    monkeypatch.delenv("TCTSEG_NOT_SET", raising=False)
+    extra = dict(BASE["datasets"][0], name="extra", role="test", path="${TCTSEG_NOT_SET:-}")
+    config = config_from_dict(dict(BASE, datasets=[*BASE["datasets"], dict(extra, optional=True)]))
+    assert [d.name for d in config.datasets] == [d["name"] for d in BASE["datasets"]]
+    monkeypatch.setenv("TCTSEG_NOT_SET", "my/test/set")
+    config = config_from_dict(dict(BASE, datasets=[*BASE["datasets"], dict(extra, optional=True)]))
+    assert config.datasets[-1].name == "extra" and config.datasets[-1].path == "my/test/set"
+    monkeypatch.delenv("TCTSEG_NOT_SET")
+    with pytest.raises(ConfigError, match=r"datasets\.\d+\.path: is empty"):
+        config_from_dict(dict(BASE, datasets=[*BASE["datasets"], extra]))
 
 
 def test_load_config_names_the_file(tmp_path):

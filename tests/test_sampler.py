@@ -183,6 +183,31 @@ def test_augmentation_keeps_labels_on_the_anatomy() -> None:
     assert moved == 8
 
 
+def test_noise_changes_intensities_by_about_its_std_and_never_the_labels() -> None:
+    image = np.full((16, 16, 8), 0.5, dtype=np.float32)
+    labels = (np.arange(16 * 16 * 8).reshape(16, 16, 8) % 3).astype(np.uint8)
+    config = AugmentConfig(rotation_probability=0.0, scaling_probability=0.0, intensity_probability=0.0,
+                           gamma_probability=0.0, noise_probability=1.0, max_noise_std=0.05)
+    stds = []
+    for draw in range(6):
+        new_image, new_labels = augment_patch(image, labels, np.random.default_rng(draw), config)
+        assert np.array_equal(new_labels, labels) and new_image.dtype == np.float32
+        assert abs(float(new_image.mean()) - 0.5) < 0.01
+        stds.append(float(new_image.std()))
+    assert 0.0 < max(stds) <= 0.06 and len(set(stds)) == 6  # std drawn from U(0, 0.05) per patch
+
+
+def test_strong_preset_is_strictly_stronger_than_light() -> None:
+    from tctseg.data.augment import AUGMENT_PRESETS
+
+    light, strong = AUGMENT_PRESETS["light"], AUGMENT_PRESETS["strong"]
+    for name in ("rotation", "scaling", "intensity", "gamma", "noise"):
+        assert getattr(strong, f"{name}_probability") > getattr(light, f"{name}_probability"), name
+    assert strong.max_rotation_degrees > light.max_rotation_degrees
+    assert strong.scale_range[0] < light.scale_range[0] and strong.scale_range[1] > light.scale_range[1]
+    assert strong.flip_axes == light.flip_axes == ()  # never mirror left and right
+
+
 def test_intensity_jitter_changes_only_intensities_and_sampler_applies_augmentation() -> None:
     image = np.linspace(0, 1, 16 * 16 * 4, dtype=np.float32).reshape(16, 16, 4)
     labels = (image > 0.5).astype(np.uint8)

@@ -44,6 +44,8 @@ DATASET_FORMATS = (
     "nnunet",
 )
 DATASET_ROLES = ("train", "validation", "test")
+# tctseg.data.augment.AUGMENT_PRESETS' names (tests/test_config.py asserts they agree)
+AUGMENT_PRESET_NAMES = ("light", "strong")
 # tctseg.losses.consistency.EMPTY_RULES, spelled out here so that config stays torch-free
 # (tests/test_config.py asserts the two agree)
 EMPTY_CLASS_RULES = ("keep", "drop", "as_one")
@@ -60,7 +62,9 @@ class DatasetConfig:
     ``background`` or ``ignore`` maps a label to 0). ``classes`` restricts which global
     classes this dataset contributes as annotated (e.g. one organ per CHAOS partition).
     ``cases`` restricts it to these case ids (in the given order); ``exclude_cases``
-    removes case ids.
+    removes case ids. ``optional``: a dataset whose ``path`` is empty (e.g. an unset
+    ``${VAR:-}``) is left out instead of refused — for test sets a user adds when they have
+    them.
     """
 
     name: str
@@ -73,6 +77,7 @@ class DatasetConfig:
     cases: list[str] | None = None
     exclude_cases: list[str] | None = None
     sampling_weight: float = 1.0
+    optional: bool = False
 
 
 @dataclass
@@ -139,6 +144,7 @@ class TrainConfig:
     num_workers: int = 2
     foreground_fraction: float = 0.33
     augment: bool = True
+    augment_preset: str = "light"
     max_nonfinite_steps: int = 5
 
 
@@ -217,6 +223,7 @@ def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) ->
         apply_override(raw, item)
     raw = _expand_env(raw)
     config = _build(Config, raw, "")
+    config.datasets = [d for d in config.datasets if not (d.optional and not d.path.strip())]
     _validate(config)
     return config
 
@@ -362,6 +369,8 @@ def _validate(config: Config) -> None:
         if d.name in names:
             raise ConfigError(f"{key}.name: duplicate dataset name {d.name!r}")
         names.add(d.name)
+        if not d.path.strip():
+            raise ConfigError(f"{key}.path: is empty (an unset ${{VAR}}?); mark the dataset optional: true to leave it out then")
         if d.format not in DATASET_FORMATS:
             raise ConfigError(f"{key}.format: {d.format!r} is not one of {', '.join(DATASET_FORMATS)}")
         if d.role not in DATASET_ROLES:
@@ -387,6 +396,8 @@ def _validate(config: Config) -> None:
         raise ConfigError(f"train.schedule: {t.schedule!r} is not one of constant, poly, cosine")
     if t.optimizer not in ("adam", "adamw", "sgd"):
         raise ConfigError(f"train.optimizer: {t.optimizer!r} is not one of adam, adamw, sgd")
+    if t.augment_preset not in AUGMENT_PRESET_NAMES:
+        raise ConfigError(f"train.augment_preset: {t.augment_preset!r} is not one of {', '.join(AUGMENT_PRESET_NAMES)}")
     if not 0.0 <= t.foreground_fraction <= 1.0:
         raise ConfigError(f"train.foreground_fraction: must be in [0, 1], got {t.foreground_fraction}")
     n = config.network

@@ -39,9 +39,11 @@ class AugmentConfig:
     intensity_shift: float = 0.1
     gamma_probability: float = 0.15
     gamma_range: tuple[float, float] = (0.7, 1.5)
+    noise_probability: float = 0.0
+    max_noise_std: float = 0.05
 
     def __post_init__(self) -> None:
-        probabilities = ("flip", "rotation", "scaling", "intensity", "gamma")
+        probabilities = ("flip", "rotation", "scaling", "intensity", "gamma", "noise")
         for name in (f"{p}_probability" for p in probabilities):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -52,8 +54,26 @@ class AugmentConfig:
             low, high = getattr(self, name)
             if not 0.0 < low <= high:
                 raise ConfigError(f"augment.{name}: expected 0 < low <= high, got {[low, high]}")
-        if self.max_rotation_degrees < 0 or self.intensity_shift < 0:
-            raise ConfigError("augment.max_rotation_degrees and augment.intensity_shift must be >= 0")
+        if self.max_rotation_degrees < 0 or self.intensity_shift < 0 or self.max_noise_std < 0:
+            raise ConfigError("augment.max_rotation_degrees, augment.intensity_shift and augment.max_noise_std must be >= 0")
+
+
+# ``train.augment_preset``: "light" (the defaults above, nnU-Net's probabilities for rotation
+# and scaling) and "strong" (every transform on half the patches, wider ranges, Gaussian noise:
+# for a handful of training subjects, where the light preset lets the net memorise them)
+AUGMENT_PRESETS: dict[str, AugmentConfig] = {
+    "light": AugmentConfig(),
+    "strong": AugmentConfig(
+        rotation_probability=0.5,
+        max_rotation_degrees=30.0,
+        scaling_probability=0.5,
+        scale_range=(0.7, 1.4),
+        intensity_probability=0.5,
+        intensity_scale_range=(0.75, 1.25),
+        gamma_probability=0.3,
+        noise_probability=0.15,
+    ),
+}
 
 
 def augment_patch(
@@ -82,6 +102,9 @@ def augment_patch(
     if rng.random() < config.intensity_probability:
         image = image * np.float32(rng.uniform(*config.intensity_scale_range))
         image += np.float32(rng.uniform(-config.intensity_shift, config.intensity_shift))
+    if config.noise_probability > 0 and rng.random() < config.noise_probability:
+        std = rng.uniform(0.0, config.max_noise_std)
+        image = image + rng.normal(0.0, std, size=image.shape).astype(np.float32)
     return np.ascontiguousarray(image, dtype=np.float32), np.ascontiguousarray(labels)
 
 

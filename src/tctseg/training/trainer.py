@@ -308,9 +308,9 @@ class Trainer:
         t = self.config.train
         augment = None
         if t.augment:
-            from tctseg.data.augment import AugmentConfig
+            from tctseg.data.augment import AUGMENT_PRESETS
 
-            augment = AugmentConfig()
+            augment = AUGMENT_PRESETS[t.augment_preset]
         return make_train_loader(
             self.train_cases,
             self.config.num_classes,
