@@ -134,3 +134,23 @@ def test_unreadable_case_is_reported_not_fatal(tmp_path):
     assert len(problems) == 1 and "missing.nii.gz" in problems[0]
     html = build_report(root / "tct").read_text()
     assert "Case skipped:" in html and "missing.nii.gz" in html
+
+
+def test_tct_curves_show_the_consistency_filter_and_the_auxiliary_heads(tmp_path):
+    import struct
+
+    from tctseg.report.curves import training_curves_png
+
+    def width(png: bytes) -> int:
+        return struct.unpack(">I", png[16:20])[0]  # IHDR width
+
+    tal, tct = tmp_path / "tal.csv", tmp_path / "tct.csv"
+    tal.write_text("epoch,loss_total,val_dice_liver\n1,0.9,0.5\n2,0.7,0.6\n")
+    tct.write_text(
+        "epoch,loss_total,filter_absent,filter_kept_present,filter_iou_present,filter_kept_liver,"
+        "filter_term_liver,val_dice_liver,val_ath_dice_liver\n"
+        "1,0.9,0.6,0.5,0.3,0.5,0.01,0.5,0.4\n2,0.7,0.4,,0.6,,0.02,0.6,0.7\n"
+    )
+    # one 550-pixel panel per group: losses and validation DSC; TCT adds the filter's panel
+    assert width(training_curves_png(tal)) == 2 * 550
+    assert width(training_curves_png(tct)) == 3 * 550
