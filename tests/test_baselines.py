@@ -2,6 +2,7 @@
 
 import math
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -10,9 +11,9 @@ import torch.nn.functional as F
 from tctseg.config import config_from_dict
 from tctseg.errors import CheckpointError, ConfigError
 from tctseg.methods import available_methods, build_method
-from tctseg.methods.aal import ambiguous_entropy
+from tctseg.methods.aal import AALMethod, entropy_regulariser, present_label_dice_loss
 from tctseg.methods.dodnet import DynamicHead, binary_task_losses, binary_to_multiclass_logits
-from tctseg.methods.me import exclusion_losses, marginal_cross_entropy
+from tctseg.methods.me import MEMethod, exclusion_dice, marginal_batch_dice_loss, marginal_cross_entropy
 from tctseg.methods.pfl import merge_pseudo_labels
 from tctseg.methods.text_embeddings import load_embedding_file
 from tctseg.network import count_parameters
@@ -230,24 +231,153 @@ def test_marginal_cross_entropy_and_exclusion_by_hand():
     focal = marginal_cross_entropy(probs.log(), labels, annotated, gamma=2.0)
     expected_focal = -(0.25 * math.log(0.5) + 0.01 * math.log(0.9) + 0.04 * math.log(0.8)) / 4
     assert focal.item() == pytest.approx(expected_focal, rel=1e-4)
-    # exclusion: class 2 (unannotated) on the liver voxels e = [1, 1, 0, 0]: p^2 = [0.3, 0]
-    ex_dice, ex_ce = exclusion_losses(probs, labels, annotated)
-    assert ex_dice.item() == pytest.approx((2 * 0.3 + 1e-5) / (0.3 + 0.0 + 0.2 + 0.5 + 2 + 1e-5), rel=1e-4)
-    assert ex_ce.item() == pytest.approx(-(math.log(0.7) + math.log(1.0)) / 2, rel=1e-4)
-    # a fully annotated sample has no exclusion term
-    zero_dice, zero_ce = exclusion_losses(probs, labels, torch.tensor([[True, True]]))
-    assert zero_dice.item() == 0.0 and zero_ce.item() == 0.0
+    # eps clamps q inside the log only (AAL's official 1e-6): q^1 = 1e-9 → −log 1e-6, not −log 1e-9
+    tiny = torch.tensor([0.5, 1e-9, 0.5 - 1e-9]).view(1, 3, 1).log()
+    one = torch.tensor([[1]])
+    full = torch.tensor([[True, True]])
+    assert marginal_cross_entropy(tiny, one, full).item() == pytest.approx(-math.log(1e-9), rel=1e-4)
+    assert marginal_cross_entropy(tiny, one, full, eps=1e-6).item() == pytest.approx(-math.log(1e-6), rel=1e-4)
+    # exclusion (official expand_gt): channel 1 (annotated) against 1 − y^1 = [0, 0, 1, 1],
+    # channel 2 (unannotated) against 1 − y^0 = [1, 1, 0, 0]; Dice (2·Σpe + ε) / (Σp + Σe + ε)
+    ex = exclusion_dice(probs, labels, annotated)
+    dice_1 = (2 * 0.2 + 1e-5) / (1.6 + 2 + 1e-5)
+    dice_2 = (2 * 0.3 + 1e-5) / (1.0 + 2 + 1e-5)
+    assert ex.item() == pytest.approx((dice_1 + dice_2) / 2, rel=1e-4)
+    # a fully annotated sample has no exclusion term (the official code adds it to partial tasks only)
+    assert exclusion_dice(probs, labels, full).item() == 0.0
 
 
-def test_ambiguous_entropy_by_hand():
-    # N = 2, annotated {1}; candidates on 0-voxels: {0, 2}
-    probs = torch.tensor([[0.25, 0.5, 0.25], [0.1, 0.8, 0.1], [0.4, 0.0, 0.0]]).T.reshape(1, 3, 3).clamp_min(1e-12)
-    probs = probs / probs.sum(1, keepdim=True)
-    labels = torch.tensor([[0, 1, 0]])
-    annotated = torch.tensor([[True, False]])
-    # voxel 0: r = (½, ½) → normalised entropy 1; voxel 2: r = (1, 0) → 0; voxel 1 is labeled
-    assert ambiguous_entropy(probs.log(), labels, annotated).item() == pytest.approx(0.5, abs=1e-4)
-    assert ambiguous_entropy(probs.log(), labels, torch.tensor([[True, True]])).item() == 0.0
+class FixedLogits(torch.nn.Module):
+    """Stands in for the network: returns the given main-head logits whatever the image."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = torch.nn.Parameter(logits.clone())
+
+    def forward(self, image, aux=False):
+        return SimpleNamespace(main_logits=self.logits)
+
+
+def nnunet_batch_dice(pairs, smooth=1e-5):
+    """nnU-Net's SoftDiceLoss term for one channel, batch_dice=True: (2tp + s) / (2tp + fp + fn + s)
+    with tp, fp, fn summed over every (probability, target) pair of the batch."""
+    tp = sum(p * t for p, t in pairs)
+    fp = sum(p * (1 - t) for p, t in pairs)
+    fn = sum((1 - p) * t for p, t in pairs)
+    return (2 * tp + smooth) / (2 * tp + fp + fn + smooth)
+
+
+def test_me_loss_follows_the_official_code():
+    """MIRACLE-Center/Partially-supervised-multi-organ-segmentation dice_loss.py: for a batch of
+    one partially labeled task, ce(marginal) + dc(marginal, no bg, batch) + 2·dc(p, expand_gt)."""
+    # N = 2 (liver, spleen); both samples come from a liver-only dataset; 3 voxels each
+    probs = [
+        [(0.2, 0.7, 0.1), (0.5, 0.1, 0.4), (0.6, 0.2, 0.2)],
+        [(0.1, 0.8, 0.1), (0.3, 0.3, 0.4), (0.7, 0.1, 0.2)],
+    ]
+    labels = [[1, 0, 0], [1, 1, 0]]
+    annotated = [[True, False], [True, False]]
+    batch = {
+        "image": torch.zeros(2, 1, 3),
+        "labels": torch.tensor(labels),
+        "annotated": torch.tensor(annotated),
+    }
+    method = MEMethod(FixedLogits(torch.tensor(probs).log().transpose(1, 2)))
+    out = method(batch, epoch=0)
+
+    # marginal CE (paper: probabilities): q = p^0 + p^2 on a 0-label, p^1 on a 1-label
+    ce = -(math.log(0.7) + math.log(0.9) + math.log(0.8) + math.log(0.8) + math.log(0.3) + math.log(0.9)) / 6
+    # marginal Dice, no background: channel 1 over both samples
+    voxels = [(b, i) for b in range(2) for i in range(3)]
+    dice_marginal = nnunet_batch_dice([(probs[b][i][1], float(labels[b][i] == 1)) for b, i in voxels])
+    assert dice_marginal == pytest.approx(3.6 / 5.2, rel=1e-5)  # Σpy = 1.8, Σp = 2.2, Σy = 3
+    # exclusion: expand_gt, channel c: 1 − y^c if c is annotated, else 1 − y^0
+    ex = []
+    for c in (1, 2):
+        pairs = []
+        for b, i in voxels:
+            lab = labels[b][i]
+            target = 1.0 - float(lab == c) if annotated[b][c - 1] else 1.0 - float(lab == 0)
+            pairs.append((probs[b][i][c], target))
+        ex.append(nnunet_batch_dice(pairs))
+    assert ex == pytest.approx([0.8 / 5.2, 1.2 / 4.4], rel=1e-4)
+    expected = ce + (1 - dice_marginal) + 2 * (ex[0] + ex[1]) / 2
+    assert out.total.item() == pytest.approx(expected, rel=1e-5)
+    assert out.total.item() == pytest.approx(1.1039, abs=1e-4)  # CE 0.3696 + Dice 0.3077 + 2 × 0.2133
+    assert out.parts["exclusion_dice"].item() == pytest.approx((ex[0] + ex[1]) / 2, rel=1e-5)
+    assert "exclusion_ce" not in out.parts  # the official code never adds its exclusion CE
+
+    # a mixed batch: a third, fully labeled sample joins channel 1's and channel 2's marginal sums
+    # (it annotates both) but not the exclusion sums (no exclusion term for a fully labeled task)
+    full = [(0.1, 0.1, 0.8), (0.6, 0.3, 0.1), (0.2, 0.6, 0.2)]
+    main_probs = torch.tensor(probs + [full]).transpose(1, 2)
+    mixed_labels = torch.tensor(labels + [[2, 0, 1]])
+    mixed_annotated = torch.tensor(annotated + [[True, True]])
+    dice_1 = (2 * (1.8 + 0.6) + 1e-5) / (2.2 + 1.0 + 3 + 1 + 1e-5)
+    dice_2 = (2 * 0.8 + 1e-5) / (1.1 + 1 + 1e-5)
+    marginal = marginal_batch_dice_loss(main_probs, mixed_labels, mixed_annotated)
+    assert marginal.item() == pytest.approx(1 - (dice_1 + dice_2) / 2, rel=1e-5)
+    mixed_ex = exclusion_dice(main_probs, mixed_labels, mixed_annotated)
+    assert mixed_ex.item() == pytest.approx((ex[0] + ex[1]) / 2, rel=1e-5)
+
+
+def test_entropy_regulariser_by_hand():
+    # N = 2; voxel 0 uniform (entropy log 3), voxel 1 certain (entropy 0, up to the 1e-6 clamp)
+    probs = torch.tensor([[1 / 3, 1 / 3, 1 / 3], [1.0, 0.0, 0.0]]).T.reshape(1, 3, 2)
+    # over all channels and all voxels, whatever the labels or the annotated set
+    assert entropy_regulariser(probs, torch.tensor([[0, 1]])).item() == pytest.approx(math.log(3) / 2, rel=1e-4)
+    assert entropy_regulariser(probs, torch.tensor([[1, 2]])).item() == pytest.approx(math.log(3) / 2, rel=1e-4)
+    # a patch without any foreground label: ×3 (official weight_entropy_minimization)
+    assert entropy_regulariser(probs, torch.tensor([[0, 0]])).item() == pytest.approx(3 * math.log(3) / 2, rel=1e-4)
+    both = entropy_regulariser(probs.repeat(2, 1, 1), torch.tensor([[0, 1], [0, 0]]))
+    assert both.item() == pytest.approx((1 + 3) * math.log(3) / 2 / 2, rel=1e-4)
+
+
+def test_aal_loss_follows_the_official_code():
+    """xychen2022/VersatileSegmentation train.py: 1·focal CE + 1·Dice + 1·regulariser, with
+    BalancedCELoss and DiceLoss of networks/loss.py (partially labeled branch)."""
+    # N = 2; sample 0 annotates {1} and holds liver; sample 1 annotates {2} and holds no organ
+    probs = [
+        [(0.2, 0.7, 0.1), (0.5, 0.1, 0.4), (0.6, 0.2, 0.2)],
+        [(0.7, 0.2, 0.1), (0.4, 0.4, 0.2), (0.25, 0.5, 0.25)],
+    ]
+    labels = [[1, 0, 0], [0, 0, 0]]
+    annotated = [[True, False], [False, True]]
+    batch = {"image": torch.zeros(2, 1, 3), "labels": torch.tensor(labels), "annotated": torch.tensor(annotated)}
+    out = AALMethod(FixedLogits(torch.tensor(probs).log().transpose(1, 2)))(batch, epoch=0)
+
+    def merged(b, i, label):
+        # the official "unannotated_categories_or_zero" sum for label 0, else the label's channel
+        if label == 0:
+            return sum(probs[b][i][k] for k in range(3) if k == 0 or not annotated[b][k - 1])
+        return probs[b][i][label]
+
+    focal, dice, regulariser = 0.0, 0.0, 0.0
+    for b in range(2):
+        q = [merged(b, i, labels[b][i]) for i in range(3)]
+        focal += sum(-((1 - x) ** 2) * math.log(min(max(x, 1e-6), 1 - 1e-6)) for x in q) / 3 / 2
+        terms = []
+        for label in sorted(set(labels[b])):  # only the labels present in the patch
+            score = [merged(b, i, label) for i in range(3)]
+            target = [float(labels[b][i] == label) for i in range(3)]
+            tp = sum(s * t for s, t in zip(score, target))
+            fp = sum(s * (1 - t) for s, t in zip(score, target))
+            fn = sum((1 - s) * t for s, t in zip(score, target))
+            terms.append((2 * tp + 1) / (2 * tp + fp + fn + 1))
+        dice += (1 - sum(terms) / len(terms)) / 2
+        entropy = sum(-sum(p * math.log(p) for p in probs[b][i]) for i in range(3)) / 3
+        regulariser += (3 if set(labels[b]) == {0} else 1) * entropy / 2
+    # sample 0: Dice of q^0 = (0.3, 0.9, 0.8) vs (0, 1, 1) is 4.4 / 5, of p^1 vs (1, 0, 0) is 2.4 / 3;
+    # sample 1: only label 0, q^0 = p^0 + p^1 = (0.9, 0.8, 0.75) vs (1, 1, 1): 5.9 / 6.45
+    assert dice == pytest.approx((1 - (4.4 / 5 + 2.4 / 3) / 2 + 1 - 5.9 / 6.45) / 2, rel=1e-9)
+    expected = focal + dice + regulariser
+    assert out.total.item() == pytest.approx(expected, rel=1e-5)
+    assert out.total.item() == pytest.approx(2.0318, abs=1e-4)  # focal 0.0117 + Dice 0.1226 + entropy 1.8975
+    assert out.parts["entropy"].item() == pytest.approx(regulariser, rel=1e-5)
+    # the Dice alone, against the hand value
+    main_probs = torch.tensor(probs).transpose(1, 2)
+    alone = present_label_dice_loss(main_probs, batch["labels"], batch["annotated"])
+    assert alone.item() == pytest.approx(dice, rel=1e-5)
 
 
 def test_binary_maps_to_class_scores_and_binary_losses():

@@ -1,79 +1,130 @@
 """AAL — ambiguity-aware losses (Chen, Zheng, Li, Ma, Ma, Li & Fan 2024, "Versatile medical
 image segmentation learned from multi-source datasets via model self-disambiguation", CVPR).
 
-One multi-class main head on the shared 3D U-Net, trained with
+One multi-class main head on the shared 3D U-Net, trained as the authors' official code does
+(xychen2022/VersatileSegmentation, ``train.py`` ≈ line 211,
+``loss = 1.0 * loss_wce + 1.0 * loss_dice + 1.0 * regularizer``):
 
-    L = L_focal_marg_ce + L_marg_dice + λ_H · L_entropy
+    L = L_focal + L_dice + λ_H · L_entropy                     (λ_H = 1)
 
-Per sample with annotated set Φ and main-head softmax ``p`` (SPEC "Notation"):
+Per sample b with annotated set Φ_b, main-head softmax ``p`` ``[N+1, *S]`` and labels ``y``
+(SPEC "Notation"); a voxel labeled 0 is "background or any class not in Φ_b", so its
+probability is the marginal ``q^0 = p^0 + Σ_{c∉Φ_b} p^c``; ``q^c = p^c`` for c ∈ Φ_b.
 
-* **Ambiguity-aware (marginal) losses.** A voxel labeled 0 is ambiguous: background or any
-  class c ∉ Φ. Its probability is the marginal ``q^0 = p^0 + Σ_{c∉Φ} p^c``; ``q^c = p^c``
-  for c ∈ Φ. Focal marginal CE ``−mean_i (1 − q^{y_i})^γ log q^{y_i}`` (γ = 2) and the
-  marginal Dice of paper Eq. 1–2 (:func:`tctseg.losses.marginal_dice_loss`).
-* **Prior-knowledge entropy regulariser.** Every voxel belongs to exactly one structure, so
-  the model should commit on the ambiguous voxels. On voxels labeled 0, with the candidate
-  set ``K = {0} ∪ (Ω \\ Φ)`` and the distribution renormalised over it,
-  ``r^k = p^k / q^0`` (k ∈ K), minimise the normalised entropy
-  ``H = −Σ_{k∈K} r^k log r^k / log |K|`` averaged over those voxels.
+* **Focal marginal CE** (``networks/loss.py``, ``BalancedCELoss.forward``, partial-label
+  branch ≈ lines 125–156): ``L_focal,b = mean_i −(1 − q^{y_i})^γ · log clamp(q^{y_i}, ε, 1−ε)``
+  over all voxels of the patch, γ = 2, ε = 1e-6; mean over the batch.
+* **Dice over the labels present in the patch** (``DiceLoss.forward``, partial-label branch,
+  end of the file): ``L_dice,b = 1 − mean_{l ∈ L_b} (2 Σ_i q^l_i y^l_i + 1) / (Σ_i q^l_i +
+  Σ_i y^l_i + 1)``, L_b the labels that occur in the patch (0 included when present), y^l =
+  [y = l], smooth 1; mean over the batch.
+* **Entropy regulariser** (``BalancedCELoss.forward``, the two ``regularization -= …`` lines
+  ≈ 77–80): the plain entropy over ALL N+1 channels at ALL voxels,
+  ``H_b = −mean_i Σ_{c=0..N} p^c_i log clamp(p^c_i, ε, 1−ε)``, multiplied by
+  ``weight_entropy_minimization`` = 3 (``train.py`` argument) for a patch with no
+  foreground label; ``L_entropy = (1/B) Σ_b w_b H_b``. It pushes every voxel, annotated or
+  not, to commit to one class.
 
-Choices where the paper leaves a detail open (our reading of its description; its equations
-were not at hand): the entropy is taken over the candidate classes of the ambiguous voxels
-only (annotated classes are already decided by the labels there), normalised by ``log |K|``
-so that it lies in [0, 1] whatever N; samples that annotate every class (|K| = 1) have no
-entropy term; γ = 2 (``method.options.focal_gamma``), λ_H = 0.1
-(``method.options.entropy_weight``), constant over training; AAL's hierarchical sampling of
-datasets/modalities/classes is a data-loader matter and not part of this method (the shared
-sampler's dataset weights play that role). Backbone: the shared 3D U-Net (the AAL paper used
-a 3D TransUNet; paper App. D puts every baseline on the same 3D U-Net).
+Options: ``method.options.focal_gamma`` (γ, 2), ``entropy_weight`` (λ_H, 1) and
+``empty_patch_entropy_weight`` (w_b of an all-background patch, 3).
+
+What remains different from the official code, and why:
+
+* **Φ.** The official ``dataset.py`` takes a volume's annotated classes as the labels that
+  occur in the whole resampled volume; we use the dataset's declared annotated set (the
+  prepared cache's), so a declared organ that is missing from one scan still counts as
+  annotated there (it is absent, not unknown).
+* **Sampler** (documented, not implemented): the official loader draws a class, then a
+  modality, then a dataset, then a scan, and centres every patch on a voxel of that class,
+  so a partially labeled patch always holds foreground and the ×3 branch of the regulariser
+  does not fire for partial labels (it serves the official sparse-label mode). The shared
+  sampler draws a dataset, then a case, and centres a patch on an annotated organ only with
+  probability ``train.foreground_fraction`` (0.33), so all-background patches — and with
+  them the ×3 weight — occur; ``train.foreground_fraction=1`` comes closer to the official
+  patch centring.
+* **Sparse (slice-wise) labels**, the official code's second training mode, do not exist in
+  tctseg and are left out.
+* **Backbone**: the shared 3D U-Net (the AAL paper used a 3D TransUNet; TCT paper App. D
+  puts every baseline on the same 3D U-Net); no deep supervision.
+* The focal term's log is computed in log-space (log-softmax, then the same clamp of q to
+  [ε, 1−ε]); the values and the zero gradient outside the clamp are the official ones.
 """
 
 from __future__ import annotations
 
 import torch
 
-from tctseg.losses import marginal_dice_loss
+from tctseg.losses import soft_dice
+from tctseg.losses.dice import one_hot_masks
 from tctseg.methods.base import LossOutput, Method, build_network
 from tctseg.methods.me import marginal_cross_entropy, option
 from tctseg.methods.registry import register_method
 
+PROB_EPS = 1e-6  # the official clamp of probabilities inside every log
 
-def ambiguous_entropy(logits: torch.Tensor, labels: torch.Tensor, annotated: torch.Tensor) -> torch.Tensor:
-    """Normalised entropy over the candidate classes ``{0} ∪ (Ω \\ Φ)`` on voxels labeled 0.
+
+def present_label_dice_loss(
+    main_probs: torch.Tensor, labels: torch.Tensor, annotated: torch.Tensor, smooth: float = 1.0
+) -> torch.Tensor:
+    """Marginal Dice over the labels present in each patch (official ``DiceLoss``, partial branch).
+
+    Per sample: ``1 − mean_{l present} (2·Σ q^l y^l + smooth) / (Σ q^l + Σ y^l + smooth)``,
+    with the merged background ``q^0 = p^0 + Σ_{c∉Φ} p^c`` and ``q^c = p^c`` otherwise.
 
     Args:
-        logits: ``[B, N+1, *S]``; labels: ``[B, *S]``; annotated: ``[B, N]`` bool.
+        main_probs: ``[B, N+1, *S]`` softmax; labels: ``[B, *S]``; annotated: ``[B, N]`` bool.
     Returns:
-        Scalar: mean over samples with ambiguity (0 when none has) of the per-sample mean
-        over its voxels labeled 0.
+        Scalar: the mean over the batch of the per-sample loss.
     """
-    candidates = torch.cat([torch.ones_like(annotated[:, :1]), ~annotated], dim=1)  # [B, N+1]
-    k = candidates.sum(1)  # |K| per sample
-    cand = candidates.view(*candidates.shape, *([1] * (logits.ndim - 2)))
-    # log r^k = log p^k − log q^0, over candidates only
-    masked = logits.float().masked_fill(~cand, float("-inf"))
-    log_r = torch.log_softmax(masked, dim=1)
-    r = log_r.exp()
-    entropy = -(r * log_r.masked_fill(~cand, 0.0)).sum(1)  # [B, *S]
-    norm = torch.log(k.to(entropy.dtype).clamp_min(2.0)).view(-1, *([1] * (entropy.ndim - 1)))
-    ambiguous = (labels == 0).to(entropy.dtype)
-    per_sample = (entropy / norm * ambiguous).flatten(1).sum(1) / ambiguous.flatten(1).sum(1).clamp_min(1.0)
-    valid = (k > 1).to(entropy.dtype)
-    if valid.sum() == 0:
-        return logits.sum() * 0.0
-    return (per_sample * valid).sum() / valid.sum()
+    n = main_probs.shape[1] - 1
+    fg_probs = main_probs[:, 1:]
+    unannotated = (~annotated).to(main_probs.dtype).view(*annotated.shape, *([1] * (main_probs.ndim - 2)))
+    q_background = main_probs[:, :1] + (fg_probs * unannotated).sum(1, keepdim=True)
+    merged = torch.cat([q_background, fg_probs], dim=1)
+    target = one_hot_masks(labels, n + 1, main_probs.dtype)
+    present = (target.flatten(2).sum(2) > 0).to(main_probs.dtype)  # [B, N+1]
+    dice = soft_dice(merged, target, eps=smooth)  # [B, N+1]
+    per_sample = 1.0 - (dice * present).sum(1) / present.sum(1).clamp_min(1.0)
+    return per_sample.mean()
+
+
+def entropy_regulariser(
+    main_probs: torch.Tensor, labels: torch.Tensor, empty_patch_weight: float = 3.0, eps: float = PROB_EPS
+) -> torch.Tensor:
+    """Entropy over all channels and voxels, weighted up for all-background patches.
+
+    ``(1/B) Σ_b w_b · mean_i −Σ_c p^c_i log clamp(p^c_i, eps, 1−eps)``, ``w_b =
+    empty_patch_weight`` where patch b holds no foreground label, else 1.
+
+    Args:
+        main_probs: ``[B, N+1, *S]`` softmax; labels: ``[B, *S]``.
+    Returns:
+        Scalar.
+    """
+    entropy = -(main_probs * main_probs.clamp(eps, 1.0 - eps).log()).sum(1)  # [B, *S]
+    per_sample = entropy.flatten(1).mean(1)
+    empty = (labels.flatten(1) == 0).all(1)
+    weight = torch.where(empty, torch.full_like(per_sample, empty_patch_weight), torch.ones_like(per_sample))
+    return (weight * per_sample).mean()
 
 
 @register_method
 class AALMethod(Method):
     name = "aal"
-    description = "AAL: focal marginal CE + marginal Dice + entropy regulariser on ambiguous voxels (Chen et al. 2024)"
+    description = "AAL: focal marginal CE + present-label Dice + entropy regulariser (Chen et al. 2024, official code)"
 
-    def __init__(self, network: torch.nn.Module, focal_gamma: float = 2.0, entropy_weight: float = 0.1):
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        focal_gamma: float = 2.0,
+        entropy_weight: float = 1.0,
+        empty_patch_entropy_weight: float = 3.0,
+    ):
         super().__init__()
         self.network = network
         self.focal_gamma = focal_gamma
         self.entropy_weight = entropy_weight
+        self.empty_patch_entropy_weight = empty_patch_entropy_weight
 
     @classmethod
     def from_config(cls, config) -> AALMethod:
@@ -81,16 +132,16 @@ class AALMethod(Method):
         return cls(
             build_network(config, aux_heads=False),
             focal_gamma=option(options, "focal_gamma", 2.0),
-            entropy_weight=option(options, "entropy_weight", 0.1),
+            entropy_weight=option(options, "entropy_weight", 1.0),
+            empty_patch_entropy_weight=option(options, "empty_patch_entropy_weight", 3.0),
         )
 
     def forward(self, batch: dict[str, torch.Tensor], epoch: int) -> LossOutput:
         labels, annotated = batch["labels"], batch["annotated"]
         logits = self.network(batch["image"], aux=False).main_logits.float()
         main_probs = torch.softmax(logits, dim=1)
-        dice = marginal_dice_loss(main_probs, labels, annotated)
-        focal = marginal_cross_entropy(logits, labels, annotated, gamma=self.focal_gamma)
-        entropy = ambiguous_entropy(logits, labels, annotated)
-        total = dice + focal + self.entropy_weight * entropy
+        dice = present_label_dice_loss(main_probs, labels, annotated)
+        focal = marginal_cross_entropy(logits, labels, annotated, gamma=self.focal_gamma, eps=PROB_EPS)
+        entropy = entropy_regulariser(main_probs, labels, self.empty_patch_entropy_weight)
+        total = focal + dice + self.entropy_weight * entropy
         return LossOutput(total, {"main": dice.detach(), "focal_ce": focal.detach(), "entropy": entropy.detach()})
-
