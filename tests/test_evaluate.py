@@ -162,3 +162,35 @@ def test_cli_refuses_output_inside_ground_truth(tmp_path, capsys):
     code = main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "--classes", "liver", "--out", str(tmp_path / "gt" / "m")])
     assert code == 2
     assert "ground-truth folder" in capsys.readouterr().err
+
+
+def test_task_masks_score_each_class_on_its_own_mask(tmp_path):
+    """Task-prompted methods: two classes' masks may overlap, and each is scored alone.
+
+    GT (global ids): liver in x 0–1, spleen in x 2–3 (each 2·8·6 = 96 voxels). The liver task
+    also claims the spleen (x 0–3), the spleen task is right (x 2–3). Per task: liver
+    2·96/(192 + 96) = 2/3, spleen 1. An argmax label map of the same maps, with the liver more
+    probable where both claim a voxel, gives liver x 0–3 (still 2/3) and NO spleen (DSC 0).
+    """
+    gt = np.zeros(SHAPE, np.uint8)
+    gt[0:2] = 1
+    gt[2:4] = 2
+    masks = np.zeros(SHAPE + (3,), np.uint8)
+    masks[0:4, ..., 0] = 1  # liver task: its organ and the spleen
+    masks[2:4, ..., 1] = 1  # spleen task
+    argmax_labels = np.zeros(SHAPE, np.uint8)
+    argmax_labels[0:4] = 1
+    per_task = evaluate_case(masks, gt, (1.0, 1.0, 3.0), [1, 2, 3])
+    merged = evaluate_case(argmax_labels, gt, (1.0, 1.0, 3.0), [1, 2, 3])
+    assert per_task[1]["dsc"] == pytest.approx(2 / 3) and merged[1]["dsc"] == pytest.approx(2 / 3)
+    assert per_task[2]["dsc"] == 1.0 and per_task[2]["hd95"] == 0.0 and per_task[2]["pred_voxels"] == 96
+    assert merged[2]["dsc"] == 0.0 and merged[2]["pred_voxels"] == 0
+    assert per_task[3]["dsc"] == 1.0  # kidney: both empty
+    # the same through files: a 4-D [X, Y, Z, N] prediction is read as task masks
+    _save(tmp_path / "gt" / "c.nii.gz", gt)
+    _save(tmp_path / "pred" / "c.nii.gz", masks)
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "gt", CLASSES, progress=False)
+    assert {r.class_name: r.dsc for r in result.rows} == {"liver": pytest.approx(2 / 3), "spleen": 1.0, "kidney": 1.0}
+    _save(tmp_path / "pred" / "c.nii.gz", masks[..., :2])
+    with pytest.raises(LabelError, match=r"holds 2 task masks, but there are 3 classes"):
+        evaluate_folders(tmp_path / "pred", tmp_path / "gt", CLASSES, progress=False)

@@ -4,9 +4,15 @@ import json
 
 import nibabel as nib
 import numpy as np
+import pytest
+import torch
 import yaml
 
 from tctseg.cli import main
+from tctseg.config import config_from_dict
+from tctseg.experiment import TestCase as Case  # not collected as a test class
+from tctseg.experiment import evaluate_test_cases, predict_test_cases
+from tctseg.methods.dodnet import TaskPromptedMethod
 
 from _training_data import CLASSES, write_run_config
 
@@ -42,3 +48,57 @@ def test_run_trains_predicts_evaluates_and_reports(tmp_path, capsys):
     assert "tct" in html and "tal" in html and "data:image/png;base64," in html
     out = capsys.readouterr().out
     assert "report:" in out and "mean DSC" in out
+
+
+class TwoOverlappingTasks(TaskPromptedMethod):
+    """A task-prompted stand-in with known maps: on the normalised CT value v,
+    liver logit 20·(v − 0.25), spleen logit 20·(v − 0.75); both above ½ where v = 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.num_classes = 2
+        self.network = torch.nn.Conv3d(1, 2, 1)
+        with torch.no_grad():
+            self.network.weight.copy_(torch.tensor([20.0, 20.0]).view(2, 1, 1, 1, 1))
+            self.network.bias.copy_(torch.tensor([-5.0, -15.0]))
+
+    def task_logits(self, image, batch=None):
+        return self.network(image)
+
+
+def test_task_prompted_methods_are_scored_per_task(tmp_path):
+    """run/compare's predict + evaluate for a task-prompted method: each class on its own
+    σ > ½ mask (overlaps allowed), while the label map users get is the argmax."""
+    config = config_from_dict({
+        "classes": ["liver", "spleen"],
+        "datasets": [{"name": "kits", "format": "kits19", "path": "unused"}],  # CT
+        "preprocessing": {"spacing": [1.0, 1.0, 1.0]},
+        "network": {"width": 4, "depth": 3, "channels_last": False},
+        "train": {"patch_size": [8, 8, 8]},
+    })
+    hu = np.full((8, 4, 4), -1024.0, np.float32)  # CT scaling: -1024 → v = 0, 0 → 0.5, 1024 → 1
+    hu[2:4], hu[4:6] = 0.0, 1024.0
+    truth = np.zeros((8, 4, 4), np.uint8)
+    truth[2:4], truth[4:6] = 1, 2  # liver x 2–3, spleen x 4–5: 32 voxels each
+    nib.save(nib.Nifti1Image(hu, np.eye(4)), tmp_path / "c.nii.gz")
+    nib.save(nib.Nifti1Image(truth, np.eye(4)), tmp_path / "c_gt.nii.gz")
+    cases = [Case("set", "c", tmp_path / "c.nii.gz", tmp_path / "c_gt.nii.gz", ("liver", "spleen"))]
+
+    predict_test_cases((TwoOverlappingTasks(), config), cases, tmp_path / "m", device="cpu", progress=False,
+                       task_masks=True)
+    folder = tmp_path / "m" / "predictions" / "set"
+    labels = np.asarray(nib.load(folder / "c.nii.gz").dataobj)
+    masks = np.asarray(nib.load(folder / "c_tasks.nii.gz").dataobj)
+    # liver σ ≈ 0.993 at v = 0.5 and ≈ 1 at v = 1; spleen σ ≈ 0.993 only at v = 1
+    expected_masks = np.zeros((8, 4, 4, 2), np.uint8)
+    expected_masks[2:6, ..., 0] = 1
+    expected_masks[4:6, ..., 1] = 1
+    assert np.array_equal(masks, expected_masks)
+    expected_labels = np.zeros((8, 4, 4), np.uint8)
+    expected_labels[2:6] = 1  # where both claim a voxel the more probable task (liver) wins
+    assert np.array_equal(labels, expected_labels)
+
+    per_task = evaluate_test_cases(config, cases, tmp_path / "m", task_masks=True).per_class()
+    merged = evaluate_test_cases(config, cases, tmp_path / "m", task_masks=False).per_class()
+    assert per_task["liver"]["dsc"] == pytest.approx(2 * 32 / (64 + 32)) == merged["liver"]["dsc"]
+    assert per_task["spleen"]["dsc"] == 1.0 and merged["spleen"]["dsc"] == 0.0

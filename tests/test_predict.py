@@ -22,6 +22,7 @@ from tctseg.errors import ConfigError, DataError, OutputError
 from tctseg.inference import PredictionInput, find_cases, predict_cases, training_modality
 from tctseg.inference.predict import save_nifti_atomically, write_atomically
 from tctseg.methods import build_method
+from tctseg.methods.dodnet import TaskPromptedMethod
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ct-example"
 CT = DATA / "ct.nii.gz"
@@ -180,6 +181,57 @@ def test_cli_predicts_a_folder_from_a_checkpoint_and_exits_1_when_a_case_fails(t
     assert probs.shape == (40, 36, 24, 3)
     assert np.allclose(probs.get_fdata().sum(-1), 1.0, atol=3 * 0.5 / 255)  # uint8-scaled, rounding per class
     assert not (out / "b.nii.gz").exists()
+
+
+class TwoIntensityTasks(TaskPromptedMethod):
+    """Task-prompted stand-in (one sigmoid per class) on the normalised CT value v: task 1
+    logit 10·(v − 0.5), task 2 logit 30·(v − 0.55). Both masks hold above v = 0.55 (overlap);
+    task 2 is the more probable above v = 0.575."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.num_classes = 2
+        self.network = nn.Conv3d(1, 2, 1)
+        with torch.no_grad():
+            self.network.weight.copy_(torch.tensor([10.0, 30.0]).view(2, 1, 1, 1, 1))
+            self.network.bias.copy_(torch.tensor([-5.0, -16.5]))
+
+    def task_logits(self, image: torch.Tensor, batch=None) -> torch.Tensor:
+        return self.network(image)
+
+
+def test_task_prompted_method_writes_each_tasks_own_mask_and_their_argmax(tmp_path, capsys):
+    (tmp_path / "scans").mkdir()
+    scan = write_volume(tmp_path / "scans" / "a.nii.gz")
+    out = tmp_path / "out"
+    config = tiny_config(spacing=[4.0, 4.0, 8.0])  # the scan's own spacing: no resampling
+    results = predict_cases((TwoIntensityTasks(), config), [scan], out, save_task_masks=True,
+                            save_probabilities=True, progress=False)
+    assert results[0].status == "written" and results[0].task_masks == out / "a_tasks.nii.gz"
+    labels = np.asarray(nib.load(str(out / "a.nii.gz")).dataobj)
+    masks = np.asarray(nib.load(str(out / "a_tasks.nii.gz")).dataobj)
+    probs = nib.load(str(out / "a_probabilities.nii.gz")).get_fdata()
+    assert masks.shape == probs.shape == (40, 36, 24, 2) and set(np.unique(masks)) == {0, 1}
+    # by hand from the scan: v = clip((HU + 1024) / 2048, 0, 1)
+    v = np.clip((nib.load(str(scan)).get_fdata() + 1024.0) / 2048.0, 0.0, 1.0)
+    far = (np.abs(v - 0.5) > 1e-3) & (np.abs(v - 0.55) > 1e-3) & (np.abs(v - 0.575) > 1e-3)  # off the thresholds
+    assert far.mean() > 0.95
+    assert np.array_equal((masks[..., 0] == 1)[far], (v > 0.5)[far])
+    assert np.array_equal((masks[..., 1] == 1)[far], (v > 0.55)[far])
+    overlap = (masks[..., 0] == 1) & (masks[..., 1] == 1)
+    assert overlap.mean() > 0.1  # masks overlap; a label map cannot show it
+    expected = np.where(v > 0.575, 2, np.where(v > 0.5, 1, 0))
+    assert np.array_equal(labels[far], expected[far])
+    assert {0, 1, 2} <= set(np.unique(labels))
+    # the probabilities file holds the N task probabilities σ_c
+    assert np.abs(probs[..., 0] - 1 / (1 + np.exp(-10 * (v - 0.5))))[far].max() < 1 / 255 + 1e-3
+    index = json.loads((out / "index.json").read_text())
+    assert index[0]["task_masks"] == str((out / "a_tasks.nii.gz").resolve())
+    # a softmax method has no per-task masks: refused before any work
+    tct = save_checkpoint_of(build_method(config), config, tmp_path / "tct.pt")
+    assert main(["predict", str(tct), str(scan), str(tmp_path / "out2"), "--no-progress", "--task-masks"]) == 2
+    assert "--task-masks: method 'tct'" in capsys.readouterr().err
+    assert not (tmp_path / "out2" / "a.nii.gz").exists()
 
 
 def test_rerun_skips_finished_cases_unless_overwrite(tmp_path):

@@ -154,3 +154,16 @@ def test_tct_curves_show_the_consistency_filter_and_the_auxiliary_heads(tmp_path
     # one 550-pixel panel per group: losses and validation DSC; TCT adds the filter's panel
     assert width(training_curves_png(tal)) == 2 * 550
     assert width(training_curves_png(tct)) == 3 * 550
+
+
+def test_summary_says_which_methods_are_scored_per_task(tmp_path, capsys):
+    root = _fake_run(tmp_path)
+    assert main(["report", str(root)]) == 0
+    assert "scored as their authors do" not in (root / "report.md").read_text()
+    results = json.loads((root / "results.json").read_text())
+    results["tal"]["scoring"] = "per_task"  # as run_method records a task-prompted method
+    results["tct"]["scoring"] = "label_map"
+    (root / "results.json").write_text(json.dumps(results))
+    assert main(["report", str(root)]) == 0
+    assert "tal: task-prompted, scored as their authors do: each class on its own mask σ > ½" in (
+        root / "report.md").read_text()

@@ -11,9 +11,17 @@ Run folder::
       ground_truth/<dataset>/<case_id>.nii.gz   test labels in GLOBAL ids, on the scan's grid
       <method>/                                 one training run folder per method (train's)
         predictions/<dataset>/<case_id>.nii.gz, predictions/index.json
+        predictions/<dataset>/<case_id>_tasks.nii.gz   task-prompted methods: each class's own mask
         metrics/metrics.{json,csv,md}
       results.json                              per method: per-class and mean DSC / HD95, times
       report.html, report.md
+
+Scoring: a method with one softmax over the classes is scored on its label map. A
+task-prompted method (``Method.task_prompted``: DoDNet, CLIP-Driven, Hermes — one sigmoid
+per class) is scored as its authors score it: each class on its own mask σ_c > ½
+(``<case_id>_tasks.nii.gz``), overlaps allowed, so a task that also claims another organ
+(TCT paper Fig. 4: both kidneys for one kidney task) loses the DSC it would hide in an
+argmax label map.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from tctseg.data.conversion import find_cases
 from tctseg.data.io import save_nifti
 from tctseg.errors import ConfigError, DataError
 from tctseg.evaluation.evaluate import EvaluationResult, evaluate_files, write_csv, write_json, write_markdown
-from tctseg.inference.predict import PredictionInput, predict_cases, write_index
+from tctseg.inference.predict import TASK_MASKS_SUFFIX, PredictionInput, predict_cases, write_index
 
 RESULTS_JSON = "results.json"
 
@@ -66,14 +74,21 @@ def write_ground_truths(config: Config, run_dir: Path) -> list[TestCase]:
     return cases
 
 
-def predict_test_cases(checkpoint: Path, cases: Sequence[TestCase], method_dir: Path, *, device: str, progress: bool) -> float:
-    """Predict every test case into ``method_dir/predictions/<dataset>/``; returns seconds taken."""
+def predict_test_cases(
+    checkpoint: Path | tuple, cases: Sequence[TestCase], method_dir: Path, *, device: str, progress: bool,
+    task_masks: bool = False,
+) -> float:
+    """Predict every test case into ``method_dir/predictions/<dataset>/``; returns seconds taken.
+
+    ``checkpoint``: a checkpoint file or ``(method, config)``; ``task_masks``: also write each
+    class's own mask (task-prompted methods).
+    """
     start = time.perf_counter()
     results = []
     for dataset in dict.fromkeys(c.dataset for c in cases):
         inputs = [PredictionInput(c.case_id, c.image, c.ground_truth, c.dataset) for c in cases if c.dataset == dataset]
         results += predict_cases(checkpoint, inputs, method_dir / "predictions" / dataset, overwrite=True,
-                                 device=device, progress=progress)
+                                 save_task_masks=task_masks, device=device, progress=progress)
     failed = [r for r in results if not r.ok]
     if failed:
         raise DataError(f"prediction failed for {len(failed)} test case(s): " + "; ".join(f"{r.case_id}: {r.error}" for r in failed))
@@ -81,11 +96,18 @@ def predict_test_cases(checkpoint: Path, cases: Sequence[TestCase], method_dir: 
     return time.perf_counter() - start
 
 
-def evaluate_test_cases(config: Config, cases: Sequence[TestCase], method_dir: Path) -> EvaluationResult:
-    """DSC / HD95 of each case on the classes its dataset annotates; tables under ``metrics/``."""
+def evaluate_test_cases(
+    config: Config, cases: Sequence[TestCase], method_dir: Path, *, task_masks: bool = False
+) -> EvaluationResult:
+    """DSC / HD95 of each case on the classes its dataset annotates; tables under ``metrics/``.
+
+    ``task_masks``: score each class on its own mask (``<case_id>_tasks.nii.gz``) instead of
+    the label map (task-prompted methods).
+    """
     result = EvaluationResult(classes=list(config.classes))
+    suffix = TASK_MASKS_SUFFIX if task_masks else ".nii.gz"
     for c in cases:
-        prediction = method_dir / "predictions" / c.dataset / f"{c.case_id}.nii.gz"
+        prediction = method_dir / "predictions" / c.dataset / f"{c.case_id}{suffix}"
         result.rows += evaluate_files(prediction, c.ground_truth, config.classes, None, c.annotated, c.dataset, c.case_id)
     metrics_dir = method_dir / "metrics"
     metrics_dir.mkdir(parents=True, exist_ok=True)
@@ -111,8 +133,10 @@ def run_method(
 
     ``init_checkpoint``: start a fresh training from this checkpoint's weights (fine-tuning).
     """
+    from tctseg.methods import method_class
     from tctseg.training.trainer import Trainer
 
+    per_task = method_class(method).task_prompted  # scored as its authors do (module docstring)
     method_config = dataclasses.replace(config, method=dataclasses.replace(config.method, name=method))
     method_dir = run_dir / method
     start = time.perf_counter()
@@ -125,10 +149,12 @@ def run_method(
     train_seconds = time.perf_counter() - start
     best = Path(summary["best_checkpoint"]) if summary.get("best_checkpoint") else None
     checkpoint = best if best is not None and best.exists() else Path(summary["last_checkpoint"])
-    predict_seconds = predict_test_cases(checkpoint, cases, method_dir, device=device, progress=progress)
-    result = evaluate_test_cases(method_config, cases, method_dir)
+    predict_seconds = predict_test_cases(checkpoint, cases, method_dir, device=device, progress=progress,
+                                         task_masks=per_task)
+    result = evaluate_test_cases(method_config, cases, method_dir, task_masks=per_task)
     mean = result.mean()
     return {
+        "scoring": "per_task" if per_task else "label_map",
         "per_class": result.per_class(),
         "mean_dsc": mean["dsc"],
         "mean_hd95": mean["hd95"],

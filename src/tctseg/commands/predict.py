@@ -22,6 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tta", action="store_true", default=None, help="flip test-time augmentation (8× slower)")
     parser.add_argument("--lcc", action="store_true", default=None, help="keep the largest connected component per class")
     parser.add_argument("--probabilities", action="store_true", help="also write <case>_probabilities.nii.gz")
+    parser.add_argument(
+        "--task-masks",
+        action="store_true",
+        help="task-prompted methods (dodnet, clip, hermes): also write <case>_tasks.nii.gz, each class's own "
+        "sigmoid > 0.5 mask ([X, Y, Z, N], may overlap; the label map is their argmax)",
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--modality", choices=("CT", "MR"), help="the scans' modality (default: the training data's)")
     parser.add_argument("--overwrite", action="store_true", help="predict again cases whose output exists")
@@ -41,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         [args.input],
         args.output,
         save_probabilities=args.probabilities,
+        save_task_masks=args.task_masks,
         largest_component=args.lcc,
         overlap=args.overlap,
         sw_batch_size=args.sw_batch,

@@ -33,6 +33,7 @@ from tctseg.compare.tables import CompareTable, budget_line, format_duration, me
 from tctseg.config import Config, DatasetConfig
 from tctseg.errors import ConfigError
 from tctseg.experiment import RESULTS_JSON, TestCase, write_ground_truths
+from tctseg.methods import method_class
 
 TABLE_NAMES = ("main", "efficiency", "lowdata", "ablation", "generalisation", "transfer")
 DEFAULT_FRACTIONS = (0.2, 0.5, 1.0)
@@ -148,16 +149,21 @@ class Comparison:
         results = {m: self.main_results(m) for m in self.methods}
         datasets = dict.fromkeys(c.dataset for c in self.test_cases)
         counts = ", ".join(f"{d} ({plural(sum(c.dataset == d for c in self.test_cases), 'case')})" for d in datasets)
+        notes = [
+            f"Test datasets: {counts}; each case is scored on the classes its dataset annotates.",
+            "DSC in %, HD95 in mm; mean ± sd (sample sd) over seeds.",
+        ]
+        per_task = [m for m in results if method_class(m).task_prompted]
+        if per_task:
+            notes.append(f"{', '.join(per_task)}: one sigmoid per class, scored as their authors do: each class "
+                         "on its own mask σ > ½, overlaps allowed; the others on their argmax label maps.")
         return CompareTable(
             name="main",
             title="Per-class DSC and HD95 on the test datasets (paper Tab. 1/2)",
             header=["method"] + metric_header(classes),
             rows=[[m] + metric_cells(r, classes) for m, r in results.items()],
             budget=self.budget(sum(_wall_time(r) for r in results.values())),
-            notes=[
-                f"Test datasets: {counts}; each case is scored on the classes its dataset annotates.",
-                "DSC in %, HD95 in mm; mean ± sd (sample sd) over seeds.",
-            ],
+            notes=notes,
         )
 
     def efficiency_table(self) -> CompareTable:

@@ -1,13 +1,16 @@
 """Evaluate a folder of predicted label maps against a folder of ground truths.
 
 Predictions are NIfTI label maps in GLOBAL ids (1..N in the order of ``classes``, 0 =
-background). Ground truths are NIfTI label maps in their dataset's OWN ids, mapped to global
-classes through ``label_map`` (source id → global class name; ``background`` / ``ignore``
-map to 0; default: the ground truth already holds global ids). Files are matched by case id
-(the file name without ``.nii`` / ``.nii.gz`` and without an nnU-Net ``_0000`` channel
-suffix). Each case is scored only on the classes its dataset annotates (``annotated``), with
-the voxel spacing read from the ground truth's header, using the metrics and empty-mask
-convention of :mod:`tctseg.evaluation.metrics` (so no value is NaN).
+background), or per-task masks: a 4-D ``[X, Y, Z, N]`` stack whose channel c−1 is class c's
+own binary mask (``tctseg predict --task-masks``; task-prompted methods are scored this way,
+each class on its own mask, so two classes may claim one voxel). Ground truths are NIfTI
+label maps in their dataset's OWN ids, mapped to global classes through ``label_map``
+(source id → global class name; ``background`` / ``ignore`` map to 0; default: the ground
+truth already holds global ids). Files are matched by case id (the file name without
+``.nii`` / ``.nii.gz`` and without an nnU-Net ``_0000`` channel suffix). Each case is scored
+only on the classes its dataset annotates (``annotated``), with the voxel spacing read from
+the ground truth's header, using the metrics and empty-mask convention of
+:mod:`tctseg.evaluation.metrics` (so no value is NaN).
 
 Means: a class's mean is over the cases that annotate it; a dataset's mean DSC / HD95 is the
 mean of its per-class means (every class weighs the same, however many cases annotate it).
@@ -155,15 +158,17 @@ def evaluate_case(
 ) -> dict[int, dict[str, float]]:
     """DSC and HD95 of each global class id in ``class_ids``.
 
-    ``pred_array``, ``gt_array_global``: integer label maps ``[X, Y, Z]`` in global ids;
-    ``spacing``: voxel size in mm per axis. Returns
-    ``{class_id: {"dsc", "hd95", "gt_voxels", "pred_voxels"}}``.
+    ``pred_array``: an integer label map ``[X, Y, Z]`` in global ids, or per-task masks
+    ``[X, Y, Z, N]`` (class c's mask is ``pred_array[..., c-1] > 0``; masks may overlap);
+    ``gt_array_global``: an integer label map ``[X, Y, Z]`` in global ids; ``spacing``: voxel
+    size in mm per axis. Returns ``{class_id: {"dsc", "hd95", "gt_voxels", "pred_voxels"}}``.
     """
-    if pred_array.shape != gt_array_global.shape:
+    task_masks = pred_array.ndim == gt_array_global.ndim + 1
+    if pred_array.shape[: gt_array_global.ndim] != gt_array_global.shape or pred_array.ndim > gt_array_global.ndim + 1:
         raise DataError(f"prediction shape {pred_array.shape} differs from ground truth {gt_array_global.shape}")
     out = {}
     for class_id in class_ids:
-        pred_mask = pred_array == class_id
+        pred_mask = pred_array[..., class_id - 1] > 0 if task_masks else pred_array == class_id
         gt_mask = gt_array_global == class_id
         out[int(class_id)] = {
             "dsc": dice(pred_mask, gt_mask),
@@ -276,7 +281,8 @@ def evaluate_files(
     pred_path, gt_path = Path(pred_path), Path(gt_path)
     case_id = case_id or case_id_of(gt_path) or gt_path.name
     pred_img, gt_img = _load(pred_path), _load(gt_path)
-    if pred_img.shape[:3] != gt_img.shape[:3] or len(pred_img.shape) != len(gt_img.shape):
+    task_masks = len(pred_img.shape) == 4 and len(gt_img.shape) == 3  # [X, Y, Z, N] per-task masks
+    if pred_img.shape[:3] != gt_img.shape[:3] or (len(pred_img.shape) != len(gt_img.shape) and not task_masks):
         raise DataError(
             f"case {case_id}: prediction {pred_path} has shape {pred_img.shape}, "
             f"ground truth {gt_path} has shape {gt_img.shape}"
@@ -288,9 +294,15 @@ def evaluate_files(
         )
     spacing = [float(z) for z in gt_img.header.get_zooms()[:3]]
     pred = _as_integer_labels(np.asarray(pred_img.dataobj), pred_path)
-    bad = [int(v) for v in np.unique(pred) if not 0 <= v <= len(classes)]
-    if bad:
-        raise LabelError(f"{pred_path}: holds label {bad[0]}, but global ids are 0..{len(classes)}")
+    if task_masks:
+        if pred.shape[3] != len(classes):
+            raise LabelError(
+                f"{pred_path}: holds {pred.shape[3]} task masks, but there are {len(classes)} classes ({', '.join(classes)})"
+            )
+    else:
+        bad = [int(v) for v in np.unique(pred) if not 0 <= v <= len(classes)]
+        if bad:
+            raise LabelError(f"{pred_path}: holds label {bad[0]}, but global ids are 0..{len(classes)}")
     gt = to_global_ids(np.asarray(gt_img.dataobj), classes, label_map, gt_path)
     names = list(annotated) if annotated is not None else annotated_classes(classes, label_map)
     unknown = [n for n in names if n not in classes]

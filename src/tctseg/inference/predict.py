@@ -10,6 +10,13 @@ Probabilities rather than labels are resampled back (then argmax) because interp
 probabilities give smooth organ borders at the finer original resolution, where a nearest-
 neighbour label map would show the coarser prepared grid's staircase.
 
+Task-prompted methods (``method.task_prompted``: DoDNet, CLIP-Driven, Hermes) give one
+sigmoid per class instead of a softmax. Their N task probabilities σ_c are blended and
+resampled the same way; the label map is background where every σ_c ≤ ½, else the most
+probable task (an argmax, for users), and with ``save_task_masks`` each task's own mask
+σ_c > ½ is written too (``<case>_tasks.nii.gz``, uint8 ``[X, Y, Z, N]``, masks may overlap):
+what the authors score, and what ``tctseg run``/``compare`` evaluate for these methods.
+
 Every file is written to a temporary name in the output folder and renamed into place, so
 a killed run never leaves a file that looks complete; a rerun skips finished cases.
 """
@@ -42,6 +49,8 @@ if TYPE_CHECKING:
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 NNUNET_CHANNEL_SUFFIX = "_0000"
 PROBABILITIES_SUFFIX = "_probabilities.nii.gz"
+TASK_MASKS_SUFFIX = "_tasks.nii.gz"
+TASK_THRESHOLD = 0.5  # a task's voxel is in its mask when σ_c > ½ (the authors' threshold)
 INDEX_NAME = "index.json"
 
 # modality of each dataset format when the config does not say (nnunet reads dataset.json)
@@ -79,6 +88,7 @@ class PredictionResult:
     status: str
     prediction: Path | None = None
     probabilities: Path | None = None
+    task_masks: Path | None = None
     label: Path | None = None
     dataset: str | None = None
     error: str | None = None
@@ -229,31 +239,48 @@ def prepare_image(volume: Volume, modality: str, config: Config) -> tuple[np.nda
 
 
 def labels_in_original_space(
-    probabilities: np.ndarray, geometry: PreparedGeometry, want_probabilities: bool = False
-) -> tuple[np.ndarray, np.ndarray | None]:
+    probabilities: np.ndarray,
+    geometry: PreparedGeometry,
+    want_probabilities: bool = False,
+    *,
+    task_probabilities: bool = False,
+    want_task_masks: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Prepared-space probabilities ``[C, X', Y', Z']`` → original-grid labels ``[X, Y, Z]`` uint8.
 
     Each class map is resampled back (linear) on its own and the argmax kept running, so the
     peak memory is a few original-size volumes, not C of them. With ``want_probabilities``
     also returns uint8 probabilities ``[X, Y, Z, C]`` (round(255·p)).
+
+    ``task_probabilities``: the C = N channels are task probabilities σ_c (no background);
+    label c+1 goes where σ_c is the largest AND above ½, background elsewhere (the argmax
+    of ``[1 − max σ, σ_1, …, σ_N]``). ``want_task_masks`` then also returns each task's own
+    mask σ_c > ½ as uint8 ``[X, Y, Z, N]`` (overlaps kept).
+
+    Returns ``(labels, probabilities or None, task masks or None)``.
     """
     from tctseg.preprocessing import to_original
 
-    labels = np.zeros(geometry.original_shape, dtype=np.uint8)
-    best = np.full(geometry.original_shape, -np.inf, dtype=np.float32)
-    scaled = (
-        np.zeros(tuple(geometry.original_shape) + (probabilities.shape[0],), dtype=np.uint8)
-        if want_probabilities
-        else None
-    )
-    for c in range(probabilities.shape[0]):
+    if want_task_masks and not task_probabilities:
+        raise ValueError("task masks need task probabilities")
+    shape = tuple(geometry.original_shape)
+    channels = probabilities.shape[0]
+    labels = np.zeros(shape, dtype=np.uint8)
+    # a task must beat ½ to be foreground; a softmax class must beat the classes before it
+    best = np.full(shape, TASK_THRESHOLD if task_probabilities else -np.inf, dtype=np.float32)
+    offset = 1 if task_probabilities else 0  # task c is label c + 1
+    scaled = np.zeros(shape + (channels,), dtype=np.uint8) if want_probabilities else None
+    masks = np.zeros(shape + (channels,), dtype=np.uint8) if want_task_masks else None
+    for c in range(channels):
         channel = to_original(np.ascontiguousarray(probabilities[c], dtype=np.float32), geometry, mode="linear")
         better = channel > best  # strict: ties keep the lower class id, like argmax
-        labels[better] = c
+        labels[better] = c + offset
         np.maximum(best, channel, out=best)
         if scaled is not None:
             scaled[..., c] = np.clip(np.rint(channel * 255.0), 0, 255).astype(np.uint8)
-    return labels, scaled
+        if masks is not None:
+            masks[..., c] = channel > TASK_THRESHOLD
+    return labels, scaled, masks
 
 
 # --------------------------------------------------------------------------- writing
@@ -306,7 +333,7 @@ def save_nifti_atomically(
 
 
 def write_index(output_dir: Path, results: Sequence[PredictionResult]) -> Path:
-    """``<output_dir>/index.json``: ``[{case_id, image, prediction[, probabilities, label, dataset]}]``.
+    """``<output_dir>/index.json``: ``[{case_id, image, prediction[, probabilities, task_masks, label, dataset]}]``.
 
     Entries of earlier runs whose prediction file still exists are kept (this run's win).
     """
@@ -324,6 +351,8 @@ def write_index(output_dir: Path, results: Sequence[PredictionResult]) -> Path:
         entry: dict[str, Any] = {"case_id": r.case_id, "image": str(r.image.resolve()), "prediction": str(r.prediction.resolve())}
         if r.probabilities is not None:
             entry["probabilities"] = str(r.probabilities.resolve())
+        if r.task_masks is not None:
+            entry["task_masks"] = str(r.task_masks.resolve())
         if r.label is not None:
             entry["label"] = str(Path(r.label).resolve())
         if r.dataset is not None:
@@ -359,6 +388,7 @@ def predict_cases(
     output_dir: str | Path,
     *,
     save_probabilities: bool = False,
+    save_task_masks: bool = False,
     largest_component: bool | None = None,
     overlap: float | None = None,
     sw_batch_size: int | None = None,
@@ -375,7 +405,11 @@ def predict_cases(
     tuples. Settings left None come from the config's ``inference`` section; ``modality``
     defaults to the training datasets' (:func:`training_modality`). Writes
     ``<case_id>.nii.gz`` (uint8 labels, global ids) and, with ``save_probabilities``,
-    ``<case_id>_probabilities.nii.gz`` (uint8 ``[X, Y, Z, N+1]``, scl_slope 1/255).
+    ``<case_id>_probabilities.nii.gz`` (uint8 ``[X, Y, Z, N+1]``, scl_slope 1/255; for a
+    task-prompted method ``[X, Y, Z, N]``, the task probabilities σ_c). With
+    ``save_task_masks`` (task-prompted methods only, else ConfigError) also
+    ``<case_id>_tasks.nii.gz``: uint8 ``[X, Y, Z, N]``, channel c−1 = class c's own mask
+    σ_c > ½ (largest component per task with ``largest_component``).
 
     A case that cannot be read or predicted is reported (``status="failed"``, ``error`` names
     the file) and the others still run. A case whose outputs exist is skipped unless
@@ -393,6 +427,12 @@ def predict_cases(
     check_output_dir(output_dir, cases, input_folders)
     ensure_writable(output_dir, "the output folder")  # a full disk shows here, before any case runs
     settings = config.inference
+    task_prompted = bool(getattr(method, "task_prompted", False))  # see Method.task_prompted
+    if save_task_masks and not task_prompted:
+        raise ConfigError(
+            f"--task-masks: method {config.method.name!r} predicts one softmax over the classes; per-task "
+            "masks exist only for task-prompted methods (dodnet, clip, hermes)"
+        )
     modality = modality or training_modality(config)
     if modality not in ("CT", "MR"):
         raise ConfigError(f"modality: {modality!r} is not CT or MR")
@@ -406,11 +446,12 @@ def predict_cases(
         result = PredictionResult(case.case_id, Path(case.image), "failed", label=case.label, dataset=case.dataset)
         prediction = output_dir / f"{case.case_id}.nii.gz"
         probabilities = output_dir / f"{case.case_id}{PROBABILITIES_SUFFIX}" if save_probabilities else None
+        task_masks = output_dir / f"{case.case_id}{TASK_MASKS_SUFFIX}" if save_task_masks else None
         try:
             if case.case_id in seen:
                 raise DataError(f"{case.image}: case id {case.case_id!r} is also the id of {seen[case.case_id]}")
             seen[case.case_id] = Path(case.image)
-            if not overwrite and prediction.is_file() and (probabilities is None or probabilities.is_file()):
+            if not overwrite and all(p is None or p.is_file() for p in (prediction, probabilities, task_masks)):
                 result.status = "skipped"
             else:
                 volume = load_volume(case.image)
@@ -424,18 +465,28 @@ def predict_cases(
                     tta_flip=settings.tta_flip if tta_flip is None else tta_flip,
                     device=device,
                     channels_last=config.network.channels_last,
+                    task_probabilities=task_prompted,
                 ).numpy()
-                labels, scaled = labels_in_original_space(probs, geometry, want_probabilities=save_probabilities)
+                labels, scaled, masks = labels_in_original_space(
+                    probs, geometry, want_probabilities=save_probabilities,
+                    task_probabilities=task_prompted, want_task_masks=save_task_masks,
+                )
                 del probs
                 if settings.largest_component if largest_component is None else largest_component:
                     labels = keep_largest_component(labels, list(range(1, config.num_classes + 1)))
+                    if masks is not None:
+                        for c in range(masks.shape[-1]):
+                            masks[..., c] = keep_largest_component(masks[..., c], [1])
                 # the input's own affine: the label map lies voxel for voxel on the scan
                 save_nifti_atomically(labels, volume.affine, prediction, protect=protect)
                 if scaled is not None and probabilities is not None:
                     save_nifti_atomically(scaled, volume.affine, probabilities, scale=1.0 / 255.0, protect=protect)
+                if masks is not None and task_masks is not None:
+                    save_nifti_atomically(masks, volume.affine, task_masks, protect=protect)
                 result.status = "written"
             result.prediction = prediction
             result.probabilities = probabilities
+            result.task_masks = task_masks
         except OutputError:
             write_index(output_dir, results)  # what is done stays findable
             raise  # a refused or unwritable output stops the run: every case would fail the same way

@@ -5,6 +5,9 @@ Choices, each for a reason:
 - Softmax is taken per window, BEFORE blending: overlapping windows are averaged as
   probabilities, which are bounded, so one window's over-confident edge logits cannot
   dominate a voxel, and the blended result is already a distribution (sums to 1).
+- Task-prompted methods (``method.task_prompted``: one sigmoid per class) are read with
+  ``task_probabilities=True``: each task's σ is taken per window and blended the same way,
+  giving N independent maps (no background channel; they need not sum to 1).
 - Flip test-time augmentation runs inside each window over all 8 combinations of flips
   along the three spatial axes (nnU-Net's mirroring): every window is predicted 8 times,
   flipped back and averaged, then blended once. It costs 8× the plain pass.
@@ -42,8 +45,12 @@ def window_probabilities(
     channels_last: bool = False,
     autocast_device: str | None = None,
     aux_heads: bool = False,
+    sigmoid: bool = False,
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """A MONAI predictor: windows ``[B, 1, *P]`` → softmax probabilities ``[B, N+1, *P]`` float32.
+
+    With ``sigmoid``, ``predict_logits`` returns N task logits ``[B, N, *P]`` and the predictor
+    their sigmoids ``[B, N, *P]`` (task-prompted methods).
 
     With ``aux_heads``, ``predict_logits`` returns ``(main_logits [B, N+1, *P], aux_logits
     [B, N, 2, *P])`` and the predictor ``[B, 2N+1, *P]``: the main head's N+1 probabilities,
@@ -71,6 +78,8 @@ def window_probabilities(
                     [torch.softmax(_plain(main_logits).float(), dim=1), torch.softmax(_plain(aux_logits).float(), dim=2)[:, :, 1]],
                     dim=1,
                 )
+            elif sigmoid:
+                probs = torch.sigmoid(_plain(logits).float())
             else:
                 probs = torch.softmax(_plain(logits).float(), dim=1)
             if axes:
@@ -92,8 +101,12 @@ def sliding_window_probabilities(
     channels_last: bool = True,
     progress: bool = False,
     aux_heads: bool = False,
+    task_probabilities: bool = False,
 ) -> torch.Tensor:
     """Class probabilities of a whole volume: image ``[X, Y, Z]`` → float32 ``[N+1, X, Y, Z]`` on the CPU.
+
+    With ``task_probabilities`` (task-prompted methods, ``method.task_logits``) the result is
+    ``[N, X, Y, Z]``: each task's own sigmoid probability σ(z_c), blended per task.
 
     With ``aux_heads`` (methods whose network has them, e.g. TCT) the result is
     ``[2N+1, X, Y, Z]``: the main head's N+1 probabilities, then ATH j's foreground
@@ -115,12 +128,16 @@ def sliding_window_probabilities(
     method.to(device)
     if channels_last:
         method.to(memory_format=torch.channels_last_3d)
+    if task_probabilities and aux_heads:
+        raise ValueError("task_probabilities and aux_heads exclude each other")
+    network_call = method.predict_with_aux if aux_heads else method.task_logits if task_probabilities else method.predict_logits
     predictor = window_probabilities(
-        method.predict_with_aux if aux_heads else method.predict_logits,
+        network_call,
         tta_flip=tta_flip,
         channels_last=channels_last,
         autocast_device="cuda" if device.type == "cuda" else None,
         aux_heads=aux_heads,
+        sigmoid=task_probabilities,
     )
     with torch.inference_mode():
         probs = sliding_window_inference(

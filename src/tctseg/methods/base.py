@@ -33,6 +33,12 @@ class Method(nn.Module):
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    # The one place that says how a method's output is read. False: one softmax over N+1
+    # classes (``predict_logits``), scored on the argmax label map. True (DoDNet, CLIP-Driven,
+    # Hermes: :class:`~tctseg.methods.dodnet.TaskPromptedMethod`): one sigmoid per class
+    # (``task_logits`` ``[B, N, *S]``); inference blends σ per task and ``run``/``compare``
+    # score each task's mask σ > ½ on its own, overlaps allowed, as their authors do.
+    task_prompted: ClassVar[bool] = False
     network: nn.Module
 
     @classmethod

@@ -13,11 +13,16 @@ Each task is a binary problem: ``L = mean_{(b, c): c ∈ Φ_b} [BCE(z_c, y^c) + 
 only over the tasks the sample's dataset annotates (its other classes' targets are unknown).
 
 At inference the backbone runs once and the dynamic head once per class (N passes, counted
-in ``head_passes``), and the N binary maps become N+1 class scores by
-:func:`binary_to_multiclass_logits`: ``log [1 − max_c σ(z_c), σ(z_1), …, σ(z_N)]``, so a voxel
-is foreground when some task's probability exceeds ½ and then takes the most probable task
-(there is no exclusivity between tasks, paper §4.2/Fig. 4; ties of overlapping tasks go to
-the larger probability).
+in ``head_passes``). Scoring follows the authors (jianpengz/DoDNet ``a_DynConv/evaluate.py``:
+``predict_sliding`` blends each task's sigmoid over Gaussian-weighted windows, ``save_nii``
+rounds each at ½ and the Dice is taken per task): each task's mask ``σ(z_c) > ½`` is evaluated
+on its own, so two tasks may claim one voxel (there is no exclusivity between tasks, paper
+§4.2/Fig. 4: a kidney task that also segments the other kidney is counted as the error it
+is); ``tctseg run``/``compare`` do this for every task-prompted method
+(``Method.task_prompted``). The label map ``tctseg predict`` writes for users merges the N
+maps: background where every ``σ(z_c) ≤ ½``, else the most probable task
+(:func:`binary_to_multiclass_logits` gives the same as N+1 class scores,
+``log [1 − max_c σ(z_c), σ(z_1), …, σ(z_N)]``, for ``predict_logits``).
 
 Choices where the original leaves a detail open or differs from this setting: the backbone
 is the shared 3D U-Net (paper App. D), not DoDNet's residual U-Net; the controller reads the
@@ -34,6 +39,7 @@ Hermes): :func:`backbone_forward`, :class:`DynamicHead`, :func:`binary_task_loss
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -134,8 +140,9 @@ def binary_to_multiclass_logits(task_logits: torch.Tensor, eps: float = 1e-6) ->
 
 class TaskPromptedMethod(Method):
     """Common part of the binary, task-prompted baselines: loss and inference from
-    ``task_logits(image) -> [B, N, *S]``."""
+    ``task_logits(image) -> [B, N, *S]``, one sigmoid per class (``task_prompted``)."""
 
+    task_prompted = True
     num_classes: int
 
     def task_logits(self, image: torch.Tensor, batch: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
@@ -150,22 +157,44 @@ class TaskPromptedMethod(Method):
         return binary_to_multiclass_logits(self.task_logits(image))
 
 
-class ControlledDynamicHeads(nn.Module):
-    """Bottleneck GAP + a task code -> controller -> :class:`DynamicHead` on the projected
-    decoder features, run once per task. Shared by DoDNet (one-hot codes) and CLIP-Driven
-    (text-embedding codes)."""
+def group_norm(channels: int, groups: int = 16) -> nn.GroupNorm:
+    """``GroupNorm`` with ``groups`` groups, or the largest divisor of ``channels`` below it
+    (16 groups as the official heads; a CPU-sized width of 8 gets 8)."""
+    return nn.GroupNorm(math.gcd(groups, channels), channels)
 
-    def __init__(self, feature_channels: int, bottleneck_channels: int, code_channels: int, head_channels: int = 8):
+
+class ControlledDynamicHeads(nn.Module):
+    """An image code + a task code -> controller -> :class:`DynamicHead` on the projected
+    decoder features, run once per task. Shared by DoDNet (one-hot codes) and CLIP-Driven
+    (text-embedding codes).
+
+    ``image_encoder``: bottleneck ``[B, C_b, ...]`` -> image code ``[B, image_channels, ...]``
+    (default: the global average, ``image_channels = C_b``). ``feature_norm``: GroupNorm +
+    ReLU before the 1×1×1 projection of the decoder features (CLIP-Driven's ``precls_conv``).
+    """
+
+    def __init__(
+        self,
+        feature_channels: int,
+        image_channels: int,
+        code_channels: int,
+        head_channels: int = 8,
+        image_encoder: nn.Module | None = None,
+        feature_norm: bool = False,
+    ):
         super().__init__()
-        self.project = nn.Conv3d(feature_channels, head_channels, 1)
+        conv = nn.Conv3d(feature_channels, head_channels, 1)
+        self.project = nn.Sequential(group_norm(feature_channels), nn.ReLU(), conv) if feature_norm else conv
+        self.image_encoder = image_encoder
         self.head = DynamicHead((head_channels, head_channels, head_channels, 1))
-        self.controller = nn.Linear(bottleneck_channels + code_channels, self.head.num_params)
+        self.controller = nn.Linear(image_channels + code_channels, self.head.num_params)
         self.head_passes = 0  # dynamic-head calls so far (N per image at inference)
 
     def forward(self, bottleneck: torch.Tensor, features: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """bottleneck ``[B, C_b, ...]``, features ``[B, F, *S]``, codes ``[N, K]`` or ``[B, N, K]``
         -> task logits ``[B, N, *S]``."""
-        pooled = bottleneck.float().mean(dim=tuple(range(2, bottleneck.ndim)))  # [B, C_b]
+        image_code = bottleneck if self.image_encoder is None else self.image_encoder(bottleneck)
+        pooled = image_code.float().mean(dim=tuple(range(2, image_code.ndim)))  # [B, image_channels]
         projected = self.project(features)
         b = features.shape[0]
         if codes.ndim == 2:

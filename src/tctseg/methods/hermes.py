@@ -18,9 +18,10 @@ scales, and a prototype head that gives one binary map per task:
   the task logit is the dot product ``z_c(x) = ⟨π_c, X_final(x)⟩ + b``. The prototype is a
   *posterior*: it depends on the image through the attention, so each task's classifier
   adapts to the case (Hermes' "posterior prototype" idea).
-* **Loss.** Binary per task, BCE + Dice, only over the tasks the sample annotates;
-  inference: ``log [1 − max_c σ(z_c), σ(z_1), …, σ(z_N)]`` as DoDNet
-  (:func:`~tctseg.methods.dodnet.binary_to_multiclass_logits`).
+* **Loss.** Binary per task, BCE + Dice, only over the tasks the sample annotates.
+* **Scoring.** As DoDNet (``task_prompted``): each task's mask ``σ(z_c) > ½`` is evaluated on
+  its own in ``tctseg run``/``compare``, overlaps allowed; the label map ``tctseg predict``
+  writes for users is their argmax (background where every ``σ(z_c) ≤ ½``).
 
 Choices where the original leaves a detail open or differs from this setting: every task
 token takes part in every sample (Hermes feeds only the tokens of the sample's dataset's

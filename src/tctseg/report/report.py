@@ -197,7 +197,14 @@ def _results_summary(path: Path) -> list[Block]:
             [method] + [_pct(per_class.get(c), "dsc") for c in classes]
             + [_pct(r, "mean_dsc"), _mm(r, "mean_hd95"), _duration(r.get("wall_time_s"))]
         )
-    return [Heading(2, "Summary (results.json)"), Table(header, rows)]
+    blocks: list[Block] = [Heading(2, "Summary (results.json)"), Table(header, rows)]
+    per_task = [m for m, r in results.items() if isinstance(r, dict) and r.get("scoring") == "per_task"]
+    if per_task:
+        blocks.append(Paragraph(
+            f"{', '.join(per_task)}: task-prompted, scored as their authors do: each class on its own "
+            "mask σ > ½ (overlaps allowed); the other methods on their label maps."
+        ))
+    return blocks
 
 
 def _markdown_table_blocks(path: Path) -> list[Block]:
