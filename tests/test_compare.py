@@ -179,6 +179,20 @@ def test_report_holds_the_tables_and_a_rerun_reuses_every_run(compared, capsys):
     assert (output / "main" / "tct" / "seed0" / "result.json").stat().st_mtime_ns == before
 
 
+def test_ablation_rows_can_be_chosen_and_unknown_rows_are_refused(compared, capsys):
+    config, output = compared
+    capsys.readouterr()
+    assert cli_main(["compare", str(config), "--methods", "tct,tal", "--tables", "ablation",
+                     "--ablations", "no_consistency,empty_as_one", "--output", str(output),
+                     "--infer-patch", "16,16,8", "--no-progress"]) == 0
+    assert "finished before, reused" in capsys.readouterr().out
+    _, _, rows = _read_csv(output / "tables" / "ablation.csv")
+    assert [r[1] for r in rows] == ["without task consistency", "absent = IoU 1, previous rule"]
+    assert cli_main(["compare", str(config), "--tables", "ablation", "--ablations", "no_such_row",
+                     "--output", str(output), "--no-progress"]) == 2
+    assert "--ablations: unknown row 'no_such_row'" in capsys.readouterr().err
+
+
 def test_mean_sd_over_seeds():
     assert mean_sd([0.5, 0.7], scale=100) == "60.00 ± 14.14"  # sample sd: sqrt((10² + 10²) / 1)
     assert mean_sd([3.0]) == "3.00"

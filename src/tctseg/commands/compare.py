@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fully labeled dataset of the config for the transfer table (default: the first one found)")
     parser.add_argument("--infer-patch", default="192,192,64", metavar="X,Y,Z",
                         help="patch of the inference timing (default: the paper's 192,192,64)")
+    parser.add_argument("--ablations", metavar="ROWS",
+                        help="comma-separated rows of the ablation table to run, by name (e.g. "
+                             "no_consistency,empty_as_one; default: every row)")
     parser.add_argument("--overwrite", action="store_true", help="train again instead of reusing finished runs")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -67,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         device=device,
         progress=not args.no_progress,
         overwrite=args.overwrite,
+        ablations=[a.strip() for a in args.ablations.split(",") if a.strip()] if args.ablations else None,
     )
     for name in written:
         print(f"{name + ':':<16}{output / 'tables' / (name + '.md')}")

@@ -104,8 +104,10 @@ class Comparison:
         device: str,
         progress: bool,
         overwrite: bool,
+        ablations: Sequence[str] | None = None,
     ):
         self.config = config
+        self.ablations = [a for a in ABLATIONS if ablations is None or a[1] in ablations]
         self.methods = list(methods)
         self.output = output
         self.seeds = seeds
@@ -247,7 +249,7 @@ class Comparison:
         classes = self.config.classes
         own = self.config.method
         rows, used = [], []
-        for paper_table, folder, label, switches in ABLATIONS:
+        for paper_table, folder, label, switches in self.ablations:
             results = [
                 self.book.run("ablation", folder, k, tct_variant(seed_config(self.config, k), **switches), "tct", self.test_cases)
                 for k in range(self.seeds)
@@ -394,8 +396,13 @@ def run_compare(
     device: str = "cpu",
     progress: bool = True,
     overwrite: bool = False,
+    ablations: Sequence[str] | None = None,
 ) -> dict[str, CompareTable]:
-    """Train, evaluate and write the requested tables (``TABLE_NAMES``) into ``<output>/tables/``."""
+    """Train, evaluate and write the requested tables (``TABLE_NAMES``) into ``<output>/tables/``.
+
+    ``ablations``: the ablation table's rows to run, by variant folder name (``ABLATIONS``,
+    e.g. ``["no_consistency", "empty_as_one"]``); None runs every row.
+    """
     from tctseg.report import build_report
 
     if seeds < 1:
@@ -407,12 +414,16 @@ def run_compare(
     for f in fractions:
         fraction_cases(["x"], f)  # checks the range before any training
     names = check_tables(tables)
+    known = [a[1] for a in ABLATIONS]
+    unknown = [a for a in (ablations or []) if a not in known]
+    if unknown or (ablations is not None and not ablations):
+        raise ConfigError(f"--ablations: unknown row {unknown[0] if unknown else '(none)'!r}; known: {', '.join(known)}")
     _check_methods_build(config, methods, names)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     comparison = Comparison(
         config, methods, output, seeds=seeds, fractions=fractions, transfer_dataset=transfer_dataset,
-        infer_patch=infer_patch, device=device, progress=progress, overwrite=overwrite,
+        infer_patch=infer_patch, device=device, progress=progress, overwrite=overwrite, ablations=ablations,
     )
     builders: dict[str, Callable[[], CompareTable]] = {
         "main": comparison.main_table,
