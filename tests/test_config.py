@@ -111,3 +111,28 @@ def test_shipped_configs_load():
     configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
     for path in configs:
         load_config(path)
+
+
+def test_chaos_configs_share_one_recipe(monkeypatch):
+    """chaos_t2 (partial labels), chaos_t2_full (its upper bound) and chaos_t2_all16 (the
+    paper's protocol on all 16 subjects) differ in their datasets only."""
+    from pathlib import Path
+
+    monkeypatch.delenv("TCTSEG_CHAOS_TEST", raising=False)
+    root = Path(__file__).resolve().parents[1] / "configs"
+    configs = {name: load_config(root / f"{name}.yaml") for name in ("chaos_t2", "chaos_t2_full", "chaos_t2_all16")}
+    recipe = {name: {k: v for k, v in c.to_dict().items() if k not in ("datasets", "output_dir")} for name, c in configs.items()}
+    assert recipe["chaos_t2_full"] == recipe["chaos_t2"] == recipe["chaos_t2_all16"]
+    # the upper bound trains the same 10 subjects, every organ labelled
+    partial = sorted(case for d in configs["chaos_t2"].datasets_with_role("train") for case in d.cases)
+    (full,) = configs["chaos_t2_full"].datasets_with_role("train")
+    assert sorted(full.cases) == partial and full.classes is None
+    # all16: four subjects per organ, all 16 distinct; no validation; a test set only when the user adds one
+    all16 = configs["chaos_t2_all16"]
+    trains = all16.datasets_with_role("train")
+    assert [len(d.cases) for d in trains] == [4, 4, 4, 4] and len({c for d in trains for c in d.cases}) == 16
+    assert [len(d.classes) for d in trains] == [1, 1, 1, 1]
+    assert not all16.datasets_with_role("validation") and not all16.datasets_with_role("test")
+    monkeypatch.setenv("TCTSEG_CHAOS_TEST", "my/chaos_test")
+    (test,) = load_config(root / "chaos_t2_all16.yaml").datasets_with_role("test")
+    assert test.path == "my/chaos_test"
