@@ -38,7 +38,9 @@ RUNS[tal_adam_whole_400]="configs/chaos_t2.yaml tal ${BASE[*]} ${WHOLE[*]} --set
 CROP=(--set "train.patch_size=[96,96,32]" --set train.batch_size=2 --set train.iterations_per_epoch=25)
 RUNS[tal_crop96_400]="configs/chaos_t2.yaml tal ${BASE[*]} ${CROP[*]} --set train.epochs=16"
 RUNS[tal_crop96_strong_400]="configs/chaos_t2.yaml tal ${BASE[*]} ${CROP[*]} --set train.epochs=16 --set train.augment_preset=strong"
-ORDER=(tal_sgd_whole tal_crop96_400 tal_strong_whole_400 tal_crop96_strong_400 full_sgd_whole_400 tal_adam_whole_400)
+RUNS[full_crop96_400]="configs/chaos_t2_full.yaml tal ${BASE[*]} ${CROP[*]} --set train.epochs=16"
+RUNS[full_crop96_strong_400]="configs/chaos_t2_full.yaml tal ${BASE[*]} ${CROP[*]} --set train.epochs=16 --set train.augment_preset=strong"
+ORDER=(tal_sgd_whole tal_crop96_400 full_crop96_400 tal_strong_whole_400 tal_crop96_strong_400 full_crop96_strong_400 full_sgd_whole_400 tal_adam_whole_400)
 
 for name in "${@:-${ORDER[@]}}"; do
   # shellcheck disable=SC2086
