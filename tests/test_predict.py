@@ -174,6 +174,7 @@ def test_cli_predicts_a_folder_from_a_checkpoint_and_exits_1_when_a_case_fails(t
     captured = capsys.readouterr()
     assert status == 1
     assert "b.nii.gz" in captured.out + captured.err
+    assert "predict: on cpu (" in captured.out  # the CLI says which device it uses (no CUDA here)
     pred = nib.load(str(out / "a.nii.gz"))  # nnU-Net channel suffix _0000 dropped from the case id
     source = nib.load(str(scans / "a_0000.nii.gz"))
     assert pred.shape == source.shape and np.allclose(pred.affine, source.affine)
@@ -363,3 +364,15 @@ def test_prepare_image_normalises_and_resamples_like_training():
     # at 8 mm: n_out = round(n · 3 / 8) voxels per axis
     image8, geometry8 = prepare_image(volume, "CT", tiny_config())
     assert image8.shape == tuple(geometry8.prepared_shape) == (46, 38, 42)
+
+
+def test_predict_device_is_cuda_when_present_unless_cpu_is_asked(monkeypatch):
+    from tctseg.commands.predict import resolve_device
+    from tctseg.errors import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device(None) == "cpu" and resolve_device("cpu") == "cpu"
+    with pytest.raises(ConfigError, match="--device cuda: no CUDA device"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device(None) == "cuda" and resolve_device("cpu") == "cpu" and resolve_device("cuda") == "cuda"

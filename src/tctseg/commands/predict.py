@@ -28,10 +28,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="task-prompted methods (dodnet, clip, hermes): also write <case>_tasks.nii.gz, each class's own "
         "sigmoid > 0.5 mask ([X, Y, Z, N], may overlap; the label map is their argmax)",
     )
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
     parser.add_argument("--modality", choices=("CT", "MR"), help="the scans' modality (default: the training data's)")
     parser.add_argument("--overwrite", action="store_true", help="predict again cases whose output exists")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def resolve_device(requested: str | None) -> str:
+    """``cuda`` when asked or (unless ``cpu`` is asked) when a CUDA device is present; else ``cpu``."""
+    import torch
+
+    from tctseg.errors import ConfigError
+
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available")
+    return requested or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def describe_device(device: str) -> str:
+    """``cpu (N threads)`` or ``cuda (<GPU name>)``, for the one line the CLI prints."""
+    import torch
+
+    if device == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(0)})"
+    return f"cpu ({torch.get_num_threads()} threads)"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--overlap: must be in [0, 1), got {args.overlap}")
     if args.sw_batch is not None and args.sw_batch < 1:
         raise ConfigError(f"--sw-batch: must be >= 1, got {args.sw_batch}")
+    device = resolve_device(args.device)
+    print(f"predict: on {describe_device(device)}", flush=True)
     results = predict_cases(
         args.model,
         [args.input],
@@ -54,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         tta_flip=args.tta,
         modality=args.modality,
         overwrite=args.overwrite,
-        device=args.device,
+        device=device,
         progress=not args.no_progress,
     )
     counts = {s: sum(r.status == s for r in results) for s in ("written", "skipped", "failed")}
