@@ -172,10 +172,10 @@ class PFLMethod(Method):
         logits = self.network(batch["image"], aux=False).main_logits.float()
         if self.stage(epoch) == 1:
             loss = marginal_dice_loss(torch.softmax(logits, dim=1), labels, annotated)
-            return LossOutput(loss, {"main": loss.detach(), "stage": torch.tensor(1.0)})
+            return LossOutput(loss, {"main": loss.detach(), "stage": torch.tensor(1.0, device=logits.device)})
         merged = merge_pseudo_labels(labels, annotated, self.teacher_logits(batch["image"]).float())
         dice, ce = full_dice_ce_loss(logits, merged)
         pseudo_fraction = ((merged != labels).float().mean()).detach()
         parts = {"main": dice.detach(), "ce": ce.detach(), "pseudo_fraction": pseudo_fraction}
-        parts["stage"] = torch.tensor(2.0)
+        parts["stage"] = torch.tensor(2.0, device=logits.device)
         return LossOutput(dice + ce, parts)

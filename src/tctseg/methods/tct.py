@@ -115,7 +115,7 @@ class TCTMethod(Method):
             loss_con = con.loss
             total = total + weight * loss_con
             parts["consistency"] = loss_con.detach()
-            parts["w"] = torch.tensor(weight)
+            parts["w"] = torch.tensor(weight, device=loss_con.device)
             parts["kept_fraction"] = con.keep.float().mean()
             parts.update(filter_statistics(con, self.class_names))
         return LossOutput(total, parts)
