@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: venv install test demo bench clean
+.PHONY: venv install test demo bench gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/run.py
+
+# every CUDA path once (≤ 8 min on one GPU): scripts/gpu_check.py, docs in BENCHMARKS.md
+gpu-check: $(VENV)/.installed
+	$(PY) scripts/gpu_check.py --device cuda
 
 clean:
 	rm -rf runs/demo build *.egg-info
