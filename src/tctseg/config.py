@@ -31,24 +31,10 @@ from typing import Any, Union
 
 import yaml
 
+# the allowed values of every named setting live in tctseg.settings (one home, also used by
+# the code that acts on them)
+from tctseg import settings
 from tctseg.errors import ConfigError
-
-DATASET_FORMATS = (
-    "kits19",
-    "msd",
-    "chaos_nifti",
-    "chaos_dicom",
-    "btcv",
-    "word",
-    "amos",
-    "nnunet",
-)
-DATASET_ROLES = ("train", "validation", "test")
-# tctseg.data.augment.AUGMENT_PRESETS' names (tests/test_config.py asserts they agree)
-AUGMENT_PRESET_NAMES = ("light", "strong")
-# tctseg.losses.consistency.EMPTY_RULES, spelled out here so that config stays torch-free
-# (tests/test_config.py asserts the two agree)
-EMPTY_CLASS_RULES = ("keep", "drop", "as_one")
 
 
 @dataclass
@@ -355,6 +341,11 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     elif hint is str:
         if isinstance(value, str):
             return value
+        if isinstance(value, bool):
+            raise ConfigError(
+                f"{key}: expected a string, got {_show(value)} (YAML reads an unquoted off/on/no/yes as a "
+                f"boolean: write it in quotes, e.g. '{'on' if value else 'off'}')"
+            )
     raise ConfigError(f"{key}: expected {_type_name(hint)}, got {_show(value)}")
 
 
@@ -371,12 +362,10 @@ def _validate(config: Config) -> None:
         names.add(d.name)
         if not d.path.strip():
             raise ConfigError(f"{key}.path: is empty (an unset ${{VAR}}?); mark the dataset optional: true to leave it out then")
-        if d.format not in DATASET_FORMATS:
-            raise ConfigError(f"{key}.format: {d.format!r} is not one of {', '.join(DATASET_FORMATS)}")
-        if d.role not in DATASET_ROLES:
-            raise ConfigError(f"{key}.role: {d.role!r} is not one of {', '.join(DATASET_ROLES)}")
-        if d.modality is not None and d.modality not in ("CT", "MR"):
-            raise ConfigError(f"{key}.modality: {d.modality!r} is not CT or MR")
+        settings.check_choice(f"{key}.format", d.format, settings.DATASET_FORMATS)
+        settings.check_choice(f"{key}.role", d.role, settings.DATASET_ROLES)
+        if d.modality is not None:
+            settings.check_choice(f"{key}.modality", d.modality, settings.MODALITIES)
         for c in (d.classes or []) + [v for v in (d.label_map or {}).values() if v not in ("background", "ignore")]:
             if c not in config.classes:
                 raise ConfigError(f"{key}: class {c!r} is not in classes {config.classes}")
@@ -386,32 +375,24 @@ def _validate(config: Config) -> None:
     for name in ("epochs", "iterations_per_epoch", "batch_size", "val_every"):
         if getattr(t, name) < 1:
             raise ConfigError(f"train.{name}: must be >= 1, got {getattr(t, name)}")
-    if any(p < 1 for p in t.patch_size):
-        raise ConfigError(f"train.patch_size: every size must be >= 1, got {list(t.patch_size)}")
+    settings.check_patch_size("train.patch_size", t.patch_size)
     if t.lr <= 0:
         raise ConfigError(f"train.lr: must be > 0, got {t.lr}")
-    if t.amp not in ("auto", "bf16", "fp16", "off"):
-        raise ConfigError(f"train.amp: {t.amp!r} is not one of auto, bf16, fp16, off")
-    if t.schedule not in ("constant", "poly", "cosine"):
-        raise ConfigError(f"train.schedule: {t.schedule!r} is not one of constant, poly, cosine")
-    if t.optimizer not in ("adam", "adamw", "sgd"):
-        raise ConfigError(f"train.optimizer: {t.optimizer!r} is not one of adam, adamw, sgd")
-    if t.augment_preset not in AUGMENT_PRESET_NAMES:
-        raise ConfigError(f"train.augment_preset: {t.augment_preset!r} is not one of {', '.join(AUGMENT_PRESET_NAMES)}")
+    settings.check_choice("train.amp", t.amp, settings.AMP_MODES)
+    settings.check_choice("train.schedule", t.schedule, settings.SCHEDULES)
+    settings.check_choice("train.optimizer", t.optimizer, settings.OPTIMIZERS)
+    settings.check_choice("train.augment_preset", t.augment_preset, settings.AUGMENT_PRESETS)
     if not 0.0 <= t.foreground_fraction <= 1.0:
         raise ConfigError(f"train.foreground_fraction: must be in [0, 1], got {t.foreground_fraction}")
     n = config.network
     if n.width < 1 or n.depth < 2:
         raise ConfigError(f"network: width must be >= 1 and depth >= 2, got {n.width}, {n.depth}")
-    if n.norm not in ("batch", "instance", "group", "none"):
-        raise ConfigError(f"network.norm: {n.norm!r} is not one of batch, instance, group, none")
+    settings.check_choice("network.norm", n.norm, settings.NORMS)
     m = config.method
-    if isinstance(m.threshold, str) and m.threshold not in ("median", "task_mean", "batch_mean"):
-        raise ConfigError(f"method.threshold: {m.threshold!r} is not median, task_mean, batch_mean, a number or null")
-    if m.empty_classes not in EMPTY_CLASS_RULES:
-        raise ConfigError(f"method.empty_classes: {m.empty_classes!r} is not one of {', '.join(EMPTY_CLASS_RULES)}")
-    if m.weighting not in ("uauwl", "uwl", "fixed"):
-        raise ConfigError(f"method.weighting: {m.weighting!r} is not one of uauwl, uwl, fixed")
+    if isinstance(m.threshold, str) and m.threshold not in settings.THRESHOLDS:
+        raise ConfigError(f"method.threshold: {m.threshold!r} is not {', '.join(settings.THRESHOLDS)}, a number or null")
+    settings.check_choice("method.empty_classes", m.empty_classes, settings.EMPTY_RULES)
+    settings.check_choice("method.weighting", m.weighting, settings.WEIGHTINGS)
     if not 0.0 <= m.rampup_fraction <= 1.0:
         raise ConfigError(f"method.rampup_fraction: must be in [0, 1], got {m.rampup_fraction}")
     p = config.preprocessing

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from tctseg.data.augment import AugmentConfig, augment_patch
 from tctseg.errors import ConfigError, DataError
+from tctseg.settings import check_patch_size
 
 
 class PatchSampler(IterableDataset):
@@ -63,9 +64,7 @@ class PatchSampler(IterableDataset):
         super().__init__()
         if not cases:
             raise DataError("no training cases to sample patches from")
-        self.patch_size = tuple(int(p) for p in patch_size)
-        if len(self.patch_size) != 3 or min(self.patch_size) < 1:
-            raise ConfigError(f"train.patch_size: expected three positive integers [X, Y, Z], got {list(patch_size)}")
+        self.patch_size = check_patch_size("train.patch_size", patch_size)
         if not 0.0 <= foreground_fraction <= 1.0:
             raise ConfigError(f"train.foreground_fraction: expected a value in [0, 1], got {foreground_fraction}")
         if not 0 <= rank < world_size:

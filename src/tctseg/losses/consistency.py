@@ -10,10 +10,9 @@ from typing import Union
 
 import torch
 
+from tctseg.settings import EMPTY_RULES, THRESHOLDS
+
 Threshold = Union[str, float, None]
-THRESHOLDS = ("median", "task_mean", "batch_mean")
-# what a class whose two masks are both empty in a sample (ABSENT there) does, SPEC "Eq. 5–6"
-EMPTY_RULES = ("keep", "drop", "as_one")
 
 
 @dataclass

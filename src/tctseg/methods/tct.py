@@ -25,6 +25,7 @@ from tctseg.losses import (
 )
 from tctseg.methods.base import LossOutput, Method, build_network
 from tctseg.methods.registry import register_method
+from tctseg.settings import WEIGHTINGS
 
 
 @register_method
@@ -48,8 +49,8 @@ class TCTMethod(Method):
         class_names: list[str] | None = None,
     ):
         super().__init__()
-        if weighting not in ("uauwl", "uwl", "fixed"):
-            raise ValueError(f"weighting must be uauwl, uwl or fixed, got {weighting!r}")
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
         self.network = network
         self.num_classes = num_classes
         self.consistency = consistency

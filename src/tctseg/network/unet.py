@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-NORMS = ("batch", "instance", "group", "none")
+from tctseg.settings import NORMS
 
 
 def make_norm(kind: str, channels: int) -> nn.Module:

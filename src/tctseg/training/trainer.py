@@ -25,6 +25,7 @@ import yaml
 import tctseg
 from tctseg.errors import CheckpointError, ConfigError, OutputError, TrainingError
 from tctseg.outputs import ensure_writable
+from tctseg.settings import OPTIMIZERS, SCHEDULES
 from tctseg.methods import build_method
 from tctseg.training import distributed as dist_utils
 from tctseg.training.checkpoint import check_compatible, load_checkpoint, preprocessing_settings, save_checkpoint
@@ -57,7 +58,7 @@ def learning_rate(schedule: str, base_lr: float, epoch: int, epochs: int) -> flo
         return base_lr * (1.0 - progress) ** 0.9
     if schedule == "cosine":
         return base_lr * 0.5 * (1.0 + math.cos(math.pi * progress))
-    raise ConfigError(f"train.schedule: {schedule!r} is not one of constant, poly, cosine")
+    raise ConfigError(f"train.schedule: {schedule!r} is not one of {', '.join(SCHEDULES)}")
 
 
 def build_optimizer(params, config: Config) -> torch.optim.Optimizer:
@@ -69,7 +70,7 @@ def build_optimizer(params, config: Config) -> torch.optim.Optimizer:
         return torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
     if t.optimizer == "sgd":
         return torch.optim.SGD(params, lr=t.lr, weight_decay=t.weight_decay, momentum=0.99, nesterov=True)
-    raise ConfigError(f"train.optimizer: {t.optimizer!r} is not one of adam, adamw, sgd")
+    raise ConfigError(f"train.optimizer: {t.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
