@@ -11,14 +11,13 @@ import torch
 import torch.nn.functional as F
 
 from tctseg.config import config_from_dict
-from tctseg.errors import CheckpointError, ConfigError
+from tctseg.errors import ConfigError
 from tctseg.methods import available_methods, build_method, method_class
 from tctseg.methods import text_embeddings as text_embeddings_module
 from tctseg.methods.aal import AALMethod, entropy_regulariser, present_label_dice_loss
 from tctseg.methods.clip_driven import official_task_losses
 from tctseg.methods.dodnet import DynamicHead, binary_task_losses, binary_to_multiclass_logits
 from tctseg.methods.me import MEMethod, exclusion_dice, marginal_batch_dice_loss, marginal_cross_entropy
-from tctseg.methods.pfl import merge_pseudo_labels
 from tctseg.methods.text_embeddings import load_embedding_file
 from tctseg.network import count_parameters
 
@@ -80,89 +79,13 @@ def test_registry_lists_every_baseline_with_a_description():
     assert {name for name in methods if method_class(name).task_prompted} == {"dodnet", "clip", "hermes"}
 
 
-@pytest.mark.parametrize("name", ["me", "aal", "dodnet", "clip", "hermes"])
+@pytest.mark.parametrize("name", ["me", "aal", "dodnet", "clip", "hermes", "pfl"])
 def test_overfitting_one_batch_makes_the_loss_fall(tmp_path, name):
     torch.manual_seed(0)
     method = build_method(make_config(tmp_path, name))
     history = overfit(method, fixed_batch(), 30)
     first, last = history[0][0], sum(h[0] for h in history[-3:]) / 3
     assert math.isfinite(last) and last < 0.7 * first, [round(h[0], 3) for h in history]
-
-
-def test_pfl_trains_both_stages_and_freezes_its_teacher(tmp_path):
-    torch.manual_seed(0)
-    # 10 epochs, stage 1 = epochs 0–4; overfit() uses epoch = step // 4
-    method = build_method(make_config(tmp_path, "pfl", stage1_fraction=0.5))
-    history = overfit(method, fixed_batch(), 48)
-    stages = [h[1]["stage"].item() for h in history]
-    assert stages[:20] == [1.0] * 20 and stages[20:] == [2.0] * 28
-    stage1 = [h[0] for h in history[:20]]
-    stage2 = [h[0] for h in history[20:]]
-    assert stage1[-1] < 0.7 * stage1[0]
-    assert sum(stage2[-3:]) / 3 < 0.8 * stage2[0], stage2
-    assert bool(method.teacher_ready)
-    assert all(not p.requires_grad for p in method.teacher.parameters())
-    # the teacher is the stage-1 network, frozen since: stage 2 moved the student away from it
-    student = dict(method.network.named_parameters())
-    moved = [not torch.equal(p, student[k]) for k, p in method.teacher.named_parameters()]
-    assert any(moved)
-    # a resumed run gets the same teacher back from the state dict
-    again = build_method(make_config(tmp_path, "pfl", stage1_fraction=0.5))
-    again.load_state_dict(method.state_dict())
-    assert bool(again.teacher_ready)
-    assert torch.equal(again.teacher.main_head.conv.weight, method.teacher.main_head.conv.weight)
-
-
-def test_pfl_with_a_teacher_checkpoint(tmp_path):
-    torch.manual_seed(0)
-    tal_config = make_config(tmp_path, "tal")
-    tal = build_method(tal_config)
-    path = tmp_path / "teacher.pt"
-    torch.save({"model": tal.state_dict(), "config": tal_config.to_dict(), "classes": CLASSES, "epoch": 1}, path)
-    method = build_method(make_config(tmp_path, "pfl", teacher_checkpoint=str(path)))
-    out = method(fixed_batch(), epoch=0)
-    assert out.parts["stage"].item() == 2.0 and math.isfinite(out.total.item())
-    # the external teacher is not part of the PFL model's weights
-    assert not any(k.startswith("teacher") for k in method.state_dict())
-    with pytest.raises(ConfigError, match="teacher_checkpoint"):
-        build_method(make_config(tmp_path, "pfl", teacher_checkpoint=str(tmp_path / "none.pt")))(fixed_batch(), 0)
-    other = make_config(tmp_path, "tal", classes=["a", "b", "c"])
-    state = {"model": build_method(other).state_dict(), "config": other.to_dict(), "classes": other.classes, "epoch": 1}
-    torch.save(state, path)
-    with pytest.raises(CheckpointError, match="classes"):
-        build_method(make_config(tmp_path, "pfl", teacher_checkpoint=str(path)))(fixed_batch(), 0)
-
-
-def test_merged_pseudo_labels_by_hand():
-    # N = 3; sample 0 annotates {1}, sample 1 annotates {2, 3}; one spatial axis of 6 voxels
-    labels = torch.tensor([[1, 1, 0, 0, 0, 0], [0, 2, 3, 0, 0, 0]])
-    annotated = torch.tensor([[True, False, False], [False, True, True]])
-    teacher = torch.tensor([[2, 0, 1, 2, 3, 0], [1, 1, 1, 2, 1, 0]])
-    probs = F.one_hot(teacher, 4).movedim(-1, 1).float()
-    merged = merge_pseudo_labels(labels, annotated, probs)
-    # GT kept; 0 stays 0 where the teacher names an annotated class or background
-    assert merged.tolist() == [[1, 1, 0, 2, 3, 0], [1, 2, 3, 0, 1, 0]]
-    assert merged.dtype == labels.dtype and labels.tolist()[0] == [1, 1, 0, 0, 0, 0]
-
-
-def test_merged_pseudo_labels_never_override_ground_truth():
-    g = torch.Generator().manual_seed(3)
-    for _ in range(20):
-        annotated = torch.rand(4, 5, generator=g) < 0.5
-        labels = torch.randint(0, 6, (4, 7, 5), generator=g)
-        # labels only hold annotated classes (or 0)
-        with_background = torch.cat([torch.ones_like(annotated[:, :1]), annotated], 1)
-        lab_annotated = with_background.gather(1, labels.flatten(1)).view_as(labels)
-        labels = torch.where(lab_annotated, labels, torch.zeros_like(labels))
-        probs = torch.rand(4, 6, 7, 5, generator=g)
-        merged = merge_pseudo_labels(labels, annotated, probs)
-        assert torch.equal(merged[labels > 0], labels[labels > 0])
-        changed = merged != labels
-        # a pseudo label only fills 0-voxels, and only with a class the sample does not annotate
-        assert (labels[changed] == 0).all()
-        fill_classes = merged[changed]
-        sample_of = changed.nonzero()[:, 0]
-        assert (~annotated[sample_of, fill_classes - 1]).all() and (fill_classes > 0).all()
 
 
 def prompted_batch():
@@ -224,8 +147,7 @@ def test_paper_configuration_parameter_counts(tmp_path):
     for name in ["tal", "me", "aal", "dodnet", "clip", "hermes"]:
         options = {"text_embeddings": embeddings_file(tmp_path, 5, 384)} if name == "clip" else {}
         counts[name] = count_parameters(build_method(make_config(tmp_path, name, classes, paper, **options)))
-    pfl = build_method(make_config(tmp_path, "pfl", classes, paper))
-    counts["pfl"] = count_parameters(pfl.network)  # the teacher copy is not used at inference
+    counts["pfl"] = count_parameters(build_method(make_config(tmp_path, "pfl", classes, paper)))
     print("parameters (M):", {k: round(v / 1e6, 3) for k, v in counts.items()})
     unet = counts["tal"]
     assert unet == 4_126_278 and counts["me"] == counts["aal"] == counts["pfl"] == unet

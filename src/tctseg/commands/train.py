@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tctseg.config import load_config
     from tctseg.training import distributed as dist_utils
-    from tctseg.training.trainer import Trainer
+    from tctseg.training.pfl_pipeline import build_trainer
 
     overrides = list(args.overrides)
     if args.method:
@@ -67,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
 
                 prepare(config, roles=("train", "validation"), progress=not args.no_progress)
             dist_utils.barrier(context)
-        trainer = Trainer(
+        # PFL: its three stages, each in its own sub-folder (tctseg.training.pfl_pipeline)
+        trainer = build_trainer(
             config,
             output_dir,
             resume=args.resume,
