@@ -17,6 +17,7 @@ from tctseg.methods import text_embeddings as text_embeddings_module
 from tctseg.methods.aal import AALMethod, entropy_regulariser, present_label_dice_loss
 from tctseg.methods.clip_driven import official_task_losses
 from tctseg.methods.dodnet import DynamicHead, binary_task_losses, binary_to_multiclass_logits
+from tctseg.methods.hermes import adaptive_tversky_dice_loss
 from tctseg.methods.me import MEMethod, exclusion_dice, marginal_batch_dice_loss, marginal_cross_entropy
 from tctseg.methods.text_embeddings import load_embedding_file
 from tctseg.network import count_parameters
@@ -463,8 +464,69 @@ def test_hermes_modality_tokens(tmp_path):
     batch = dict(fixed_batch(), modality=torch.tensor([0, 1]))
     out = method(batch, epoch=0)
     out.total.backward()
-    # each sample's modality token received a gradient
+    # each sample's modality tokens (10 per modality, as the official l=10) received a gradient
     grads = [f.modality_priors.grad for f in method.fusions.values()]
-    assert all(g is not None and (g.abs().sum(1) > 0).all() for g in grads)
+    assert all(g.shape[:2] == (2, 10) for g in grads)
+    assert all(g is not None and (g.abs().flatten(1).sum(1) > 0).all() for g in grads)
     with pytest.raises(ConfigError, match="method.options.modality"):
         build_method(make_config(tmp_path, "hermes", modality="PET"))
+
+
+def _logit(p):
+    return math.log(p / (1 - p))
+
+
+def test_hermes_adaptive_tversky_dice_by_hand():
+    """Official training/losses.py BinaryDiceLoss: α = clamp(FP/(FP+FN), 0.2, 0.8), β = 1 − α,
+    1 − TP/(TP + α·FP + β·FN), mean over the sample's tasks."""
+    labels = torch.tensor([[1, 1, 2, 0], [1, 0, 0, 0]])
+    annotated = torch.tensor([[True, True], [True, False]])
+    probs = [[[0.8, 0.6, 0.2, 0.4], [0.9, 0.1, 0.5, 0.1]], [[0.9, 0.9, 0.9, 0.9], [0.3, 0.3, 0.3, 0.3]]]
+    logits = torch.tensor([[[_logit(p) for p in task] for task in sample] for sample in probs])
+    # sample 0, task 1: TP 1.4, FP 0.6, FN 0.6 → α 0.5 → 1 − 1.4/2.0
+    a = 1 - 1.4 / (1.4 + 0.5 * 0.6 + 0.5 * 0.6)
+    # sample 0, task 2: TP 0.5, FP 1.1, FN 0.5 → α 1.1/1.6 = 0.6875
+    b = 1 - 0.5 / (0.5 + 0.6875 * 1.1 + 0.3125 * 0.5)
+    # sample 1, task 1: TP 0.9, FP 2.7, FN 0.1 → α 2.7/2.8 clamped to 0.8
+    c = 1 - 0.9 / (0.9 + 0.8 * 2.7 + 0.2 * 0.1)
+    # sample 1, task 2 is not annotated: left out
+    assert adaptive_tversky_dice_loss(logits, labels, annotated).item() == pytest.approx((a + b + c) / 3, abs=1e-5)
+    # a perfect prediction: FP = FN = 0 → α clamped to 0.2, loss 0
+    perfect = torch.tensor([[[20.0, -20.0, -20.0, -20.0]]])
+    assert adaptive_tversky_dice_loss(perfect, torch.tensor([[1, 0, 0, 0]]), torch.tensor([[True]])).item() < 1e-6
+
+
+def test_hermes_loss_adds_a_hundredth_of_the_modality_cross_entropy(tmp_path):
+    torch.manual_seed(0)
+    method = build_method(make_config(tmp_path, "hermes"))
+    batch = dict(fixed_batch(), modality=torch.tensor([0, 1]))
+    out = method(batch, epoch=0)
+    with torch.no_grad():
+        logits, modality_logits = method.outputs(batch["image"], batch)
+    assert modality_logits.shape == (2, 2)
+    z = modality_logits.double()
+    # cross-entropy by hand: log Σ exp z − z[target], mean over the two samples
+    by_hand = sum(math.log(sum(math.exp(v) for v in z[i].tolist())) - z[i, t].item() for i, t in enumerate([0, 1])) / 2
+    assert out.parts["modality"].item() == pytest.approx(by_hand, rel=1e-5)
+    bce, _ = binary_task_losses(logits, batch["labels"], batch["annotated"])
+    dice = adaptive_tversky_dice_loss(logits, batch["labels"], batch["annotated"])
+    assert out.total.item() == pytest.approx(bce.item() + dice.item() + 0.01 * by_hand, rel=1e-5)
+    assert out.parts["main"].item() == pytest.approx(dice.item(), rel=1e-6)
+
+
+def test_hermes_sample_uses_only_its_datasets_task_tokens(tmp_path):
+    """Official train.py feeds a sample the task tokens of its dataset only (tgt_idx): another
+    task's token does not change its maps in training; at inference every token takes part."""
+    torch.manual_seed(0)
+    method = build_method(make_config(tmp_path, "hermes"))  # instance norm: samples independent
+    batch = fixed_batch()  # sample 0 annotates tasks 1, 2; sample 1 task 3
+    with torch.no_grad():
+        before = method.task_logits(batch["image"], batch)
+        before_inference = method.task_logits(batch["image"])
+        for fusion in method.fusions.values():
+            fusion.task_priors[2] += torch.randn_like(fusion.task_priors[2])  # task 3's token, every scale
+        after = method.task_logits(batch["image"], batch)
+        after_inference = method.task_logits(batch["image"])
+    assert torch.allclose(after[0, :2], before[0, :2], atol=1e-6)  # sample 0 never sees task 3's token
+    assert not torch.allclose(after[1, 2], before[1, 2], atol=1e-3)  # sample 1's own task
+    assert not torch.allclose(after_inference[0, 0], before_inference[0, 0], atol=1e-4)
