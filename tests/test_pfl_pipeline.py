@@ -186,10 +186,9 @@ def test_a_class_every_case_annotates_needs_no_stage1_network(tmp_path, monkeypa
     assert np.array_equal(np.load(tmp_path / "run" / "stage2" / "full" / "f0.npy"), label)
 
 
-def test_tctseg_run_pfl_end_to_end(tmp_path, capsys):
-    """The phantom-sized nnU-Net data split into two partially labelled sets: `tctseg run
-    --methods pfl` trains both stage-1 networks, labels, trains the final network, predicts
-    and evaluates with it; a rerun with --resume reuses every stage."""
+def partial_run_config(tmp_path):
+    """The tiny phantom nnU-Net data split into two partially labelled training sets
+    (liver only; spleen only), a fully labelled validation and test case."""
     config_path = write_run_config(tmp_path, epochs=1, iterations_per_epoch=2)
     config = yaml.safe_load(config_path.read_text())
     data = config["datasets"][0]["path"]
@@ -204,6 +203,25 @@ def test_tctseg_run_pfl_end_to_end(tmp_path, capsys):
          "label_map": {1: "liver", 2: "spleen"}, "cases": ["case_002"]},
     ]
     config_path.write_text(yaml.safe_dump(config))
+    return config_path
+
+
+def test_tctseg_train_pfl_runs_every_stage_and_refuses_a_silent_rerun(tmp_path, capsys):
+    config_path = partial_run_config(tmp_path)
+    args = ["train", str(config_path), "--method", "pfl", "--output", str(tmp_path / "pfl"), "--no-progress"]
+    assert main(args) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert f"predict with {tmp_path / 'pfl' / 'stage3' / 'checkpoint_best.pt'}" in out
+    assert main(args) == 2  # the folder holds a run: --resume or --overwrite
+    assert "pipeline.json" in capsys.readouterr().err
+    assert main(args + ["--overwrite"]) == 0
+    assert json.loads((tmp_path / "pfl" / "pipeline.json").read_text())["stage3"]["finished"]
+
+
+def test_tctseg_run_pfl_end_to_end(tmp_path, capsys):
+    """`tctseg run --methods pfl` trains both stage-1 networks, labels, trains the final
+    network, predicts and evaluates with it; a rerun with --resume reuses every stage."""
+    config_path = partial_run_config(tmp_path)
     run_dir = tmp_path / "run"
     args = ["run", str(config_path), "--methods", "pfl", "--output", str(run_dir), "--no-progress"]
     assert main(args) == 0, capsys.readouterr().err

@@ -83,8 +83,10 @@ def run(args: argparse.Namespace) -> int:
             torch.save(trainer.method.state_dict(), Path(dump_dir) / f"rank{context.rank}.pt")
         if context.is_main:
             best = summary["best_metric"]
+            model = summary["best_checkpoint"] or summary["last_checkpoint"]  # PFL: its final stage's
             print(f"trained {summary['epochs_completed']} epochs; run folder {output_dir}"
-                  + (f"; best validation DSC {best:.4f}" if best is not None else ""))
+                  + (f"; best validation DSC {best:.4f}" if best is not None else "")
+                  + f"; predict with {model}")
     finally:
         dist_utils.cleanup_distributed()
     return 0
