@@ -239,3 +239,43 @@ def test_tctseg_run_pfl_end_to_end(tmp_path, capsys):
     assert _stage1_mtimes(pfl) == stage1
     out = capsys.readouterr().out
     assert "the liver network finished before, reused" in out and "final network finished before, reused" in out
+
+
+@pytest.mark.slow
+def test_sigkill_in_stage1_and_in_stage3_then_resume(tmp_path):
+    """A real kill of `tctseg train --method pfl` inside the second stage-1 network and again
+    inside the final network: each --resume keeps what was finished and continues the rest."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from _processes import kill_when
+
+    repo = Path(__file__).resolve().parents[1]
+    config_path = partial_run_config(tmp_path)
+    config = yaml.safe_load(config_path.read_text())
+    config["train"].update(epochs=3, iterations_per_epoch=12, val_every=10)
+    config_path.write_text(yaml.safe_dump(config))
+    run = tmp_path / "pfl"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo / "src")}
+    command = [sys.executable, "-m", "tctseg", "train", str(config_path), "--method", "pfl", "--output", str(run),
+               "--device", "cpu", "--no-progress"]
+
+    kill_when(command, lambda: (run / "stage1" / "spleen" / "checkpoint_last.pt").exists(), 0.3, env)
+    liver = (run / "stage1" / "liver" / "checkpoint_last.pt").stat().st_mtime_ns
+    assert load_checkpoint(run / "stage1" / "spleen" / "checkpoint_last.pt")["epoch"] in (1, 2)
+
+    kill_when([*command, "--resume"], lambda: (run / "stage3" / "checkpoint_last.pt").exists(), 0.3, env)
+    assert (run / "stage1" / "liver" / "checkpoint_last.pt").stat().st_mtime_ns == liver
+    assert load_checkpoint(run / "stage1" / "spleen" / "checkpoint_last.pt")["epoch"] == 3
+    labels = {p.name: p.stat().st_mtime_ns for p in (run / "stage2").glob("*/*")}
+    assert len(labels) == 4  # two cases: .npy and .json each
+
+    resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "liver network finished before, reused" in resumed.stdout
+    assert {p.name: p.stat().st_mtime_ns for p in (run / "stage2").glob("*/*")} == labels
+    with (run / "stage3" / "log.csv").open() as f:
+        assert [row.split(",")[0] for row in f.read().splitlines()[1:]] == ["1", "2", "3"]
+    assert load_checkpoint(run / "stage3" / "checkpoint_last.pt")["epoch"] == 3
