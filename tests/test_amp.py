@@ -67,10 +67,7 @@ def test_every_method_creates_its_tensors_on_the_inputs_device(method):
     """On the meta device a tensor made without ``device=`` (the usual ``torch.zeros(...)`` on
     the CPU while the model is on CUDA) meets a meta tensor and fails."""
     model = build_method(tiny_config(method)).to("meta")
-    # PFL's first stage-2 step reads its teacher flag on the host (a meta tensor has no
-    # value): its stage 1 runs here, its stage 2 is the same backbone and losses
-    epoch = 0 if method == "pfl" else 1
-    result = model(fixed_batch("meta"), epoch)
+    result = model(fixed_batch("meta"), 1)
     assert result.total.device.type == "meta"
     for name, part in result.parts.items():
         assert part.device.type == "meta", f"{method}: part {name} on {part.device}"

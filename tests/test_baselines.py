@@ -11,14 +11,14 @@ import torch
 import torch.nn.functional as F
 
 from tctseg.config import config_from_dict
-from tctseg.errors import CheckpointError, ConfigError
+from tctseg.errors import ConfigError
 from tctseg.methods import available_methods, build_method, method_class
 from tctseg.methods import text_embeddings as text_embeddings_module
 from tctseg.methods.aal import AALMethod, entropy_regulariser, present_label_dice_loss
 from tctseg.methods.clip_driven import official_task_losses
 from tctseg.methods.dodnet import DynamicHead, binary_task_losses, binary_to_multiclass_logits
+from tctseg.methods.hermes import adaptive_tversky_dice_loss
 from tctseg.methods.me import MEMethod, exclusion_dice, marginal_batch_dice_loss, marginal_cross_entropy
-from tctseg.methods.pfl import merge_pseudo_labels
 from tctseg.methods.text_embeddings import load_embedding_file
 from tctseg.network import count_parameters
 
@@ -80,89 +80,13 @@ def test_registry_lists_every_baseline_with_a_description():
     assert {name for name in methods if method_class(name).task_prompted} == {"dodnet", "clip", "hermes"}
 
 
-@pytest.mark.parametrize("name", ["me", "aal", "dodnet", "clip", "hermes"])
+@pytest.mark.parametrize("name", ["me", "aal", "dodnet", "clip", "hermes", "pfl"])
 def test_overfitting_one_batch_makes_the_loss_fall(tmp_path, name):
     torch.manual_seed(0)
     method = build_method(make_config(tmp_path, name))
     history = overfit(method, fixed_batch(), 30)
     first, last = history[0][0], sum(h[0] for h in history[-3:]) / 3
     assert math.isfinite(last) and last < 0.7 * first, [round(h[0], 3) for h in history]
-
-
-def test_pfl_trains_both_stages_and_freezes_its_teacher(tmp_path):
-    torch.manual_seed(0)
-    # 10 epochs, stage 1 = epochs 0–4; overfit() uses epoch = step // 4
-    method = build_method(make_config(tmp_path, "pfl", stage1_fraction=0.5))
-    history = overfit(method, fixed_batch(), 48)
-    stages = [h[1]["stage"].item() for h in history]
-    assert stages[:20] == [1.0] * 20 and stages[20:] == [2.0] * 28
-    stage1 = [h[0] for h in history[:20]]
-    stage2 = [h[0] for h in history[20:]]
-    assert stage1[-1] < 0.7 * stage1[0]
-    assert sum(stage2[-3:]) / 3 < 0.8 * stage2[0], stage2
-    assert bool(method.teacher_ready)
-    assert all(not p.requires_grad for p in method.teacher.parameters())
-    # the teacher is the stage-1 network, frozen since: stage 2 moved the student away from it
-    student = dict(method.network.named_parameters())
-    moved = [not torch.equal(p, student[k]) for k, p in method.teacher.named_parameters()]
-    assert any(moved)
-    # a resumed run gets the same teacher back from the state dict
-    again = build_method(make_config(tmp_path, "pfl", stage1_fraction=0.5))
-    again.load_state_dict(method.state_dict())
-    assert bool(again.teacher_ready)
-    assert torch.equal(again.teacher.main_head.conv.weight, method.teacher.main_head.conv.weight)
-
-
-def test_pfl_with_a_teacher_checkpoint(tmp_path):
-    torch.manual_seed(0)
-    tal_config = make_config(tmp_path, "tal")
-    tal = build_method(tal_config)
-    path = tmp_path / "teacher.pt"
-    torch.save({"model": tal.state_dict(), "config": tal_config.to_dict(), "classes": CLASSES, "epoch": 1}, path)
-    method = build_method(make_config(tmp_path, "pfl", teacher_checkpoint=str(path)))
-    out = method(fixed_batch(), epoch=0)
-    assert out.parts["stage"].item() == 2.0 and math.isfinite(out.total.item())
-    # the external teacher is not part of the PFL model's weights
-    assert not any(k.startswith("teacher") for k in method.state_dict())
-    with pytest.raises(ConfigError, match="teacher_checkpoint"):
-        build_method(make_config(tmp_path, "pfl", teacher_checkpoint=str(tmp_path / "none.pt")))(fixed_batch(), 0)
-    other = make_config(tmp_path, "tal", classes=["a", "b", "c"])
-    state = {"model": build_method(other).state_dict(), "config": other.to_dict(), "classes": other.classes, "epoch": 1}
-    torch.save(state, path)
-    with pytest.raises(CheckpointError, match="classes"):
-        build_method(make_config(tmp_path, "pfl", teacher_checkpoint=str(path)))(fixed_batch(), 0)
-
-
-def test_merged_pseudo_labels_by_hand():
-    # N = 3; sample 0 annotates {1}, sample 1 annotates {2, 3}; one spatial axis of 6 voxels
-    labels = torch.tensor([[1, 1, 0, 0, 0, 0], [0, 2, 3, 0, 0, 0]])
-    annotated = torch.tensor([[True, False, False], [False, True, True]])
-    teacher = torch.tensor([[2, 0, 1, 2, 3, 0], [1, 1, 1, 2, 1, 0]])
-    probs = F.one_hot(teacher, 4).movedim(-1, 1).float()
-    merged = merge_pseudo_labels(labels, annotated, probs)
-    # GT kept; 0 stays 0 where the teacher names an annotated class or background
-    assert merged.tolist() == [[1, 1, 0, 2, 3, 0], [1, 2, 3, 0, 1, 0]]
-    assert merged.dtype == labels.dtype and labels.tolist()[0] == [1, 1, 0, 0, 0, 0]
-
-
-def test_merged_pseudo_labels_never_override_ground_truth():
-    g = torch.Generator().manual_seed(3)
-    for _ in range(20):
-        annotated = torch.rand(4, 5, generator=g) < 0.5
-        labels = torch.randint(0, 6, (4, 7, 5), generator=g)
-        # labels only hold annotated classes (or 0)
-        with_background = torch.cat([torch.ones_like(annotated[:, :1]), annotated], 1)
-        lab_annotated = with_background.gather(1, labels.flatten(1)).view_as(labels)
-        labels = torch.where(lab_annotated, labels, torch.zeros_like(labels))
-        probs = torch.rand(4, 6, 7, 5, generator=g)
-        merged = merge_pseudo_labels(labels, annotated, probs)
-        assert torch.equal(merged[labels > 0], labels[labels > 0])
-        changed = merged != labels
-        # a pseudo label only fills 0-voxels, and only with a class the sample does not annotate
-        assert (labels[changed] == 0).all()
-        fill_classes = merged[changed]
-        sample_of = changed.nonzero()[:, 0]
-        assert (~annotated[sample_of, fill_classes - 1]).all() and (fill_classes > 0).all()
 
 
 def prompted_batch():
@@ -224,8 +148,7 @@ def test_paper_configuration_parameter_counts(tmp_path):
     for name in ["tal", "me", "aal", "dodnet", "clip", "hermes"]:
         options = {"text_embeddings": embeddings_file(tmp_path, 5, 384)} if name == "clip" else {}
         counts[name] = count_parameters(build_method(make_config(tmp_path, name, classes, paper, **options)))
-    pfl = build_method(make_config(tmp_path, "pfl", classes, paper))
-    counts["pfl"] = count_parameters(pfl.network)  # the teacher copy is not used at inference
+    counts["pfl"] = count_parameters(build_method(make_config(tmp_path, "pfl", classes, paper)))
     print("parameters (M):", {k: round(v / 1e6, 3) for k, v in counts.items()})
     unet = counts["tal"]
     assert unet == 4_126_278 and counts["me"] == counts["aal"] == counts["pfl"] == unet
@@ -541,8 +464,69 @@ def test_hermes_modality_tokens(tmp_path):
     batch = dict(fixed_batch(), modality=torch.tensor([0, 1]))
     out = method(batch, epoch=0)
     out.total.backward()
-    # each sample's modality token received a gradient
+    # each sample's modality tokens (10 per modality, as the official l=10) received a gradient
     grads = [f.modality_priors.grad for f in method.fusions.values()]
-    assert all(g is not None and (g.abs().sum(1) > 0).all() for g in grads)
+    assert all(g.shape[:2] == (2, 10) for g in grads)
+    assert all(g is not None and (g.abs().flatten(1).sum(1) > 0).all() for g in grads)
     with pytest.raises(ConfigError, match="method.options.modality"):
         build_method(make_config(tmp_path, "hermes", modality="PET"))
+
+
+def _logit(p):
+    return math.log(p / (1 - p))
+
+
+def test_hermes_adaptive_tversky_dice_by_hand():
+    """Official training/losses.py BinaryDiceLoss: α = clamp(FP/(FP+FN), 0.2, 0.8), β = 1 − α,
+    1 − TP/(TP + α·FP + β·FN), mean over the sample's tasks."""
+    labels = torch.tensor([[1, 1, 2, 0], [1, 0, 0, 0]])
+    annotated = torch.tensor([[True, True], [True, False]])
+    probs = [[[0.8, 0.6, 0.2, 0.4], [0.9, 0.1, 0.5, 0.1]], [[0.9, 0.9, 0.9, 0.9], [0.3, 0.3, 0.3, 0.3]]]
+    logits = torch.tensor([[[_logit(p) for p in task] for task in sample] for sample in probs])
+    # sample 0, task 1: TP 1.4, FP 0.6, FN 0.6 → α 0.5 → 1 − 1.4/2.0
+    a = 1 - 1.4 / (1.4 + 0.5 * 0.6 + 0.5 * 0.6)
+    # sample 0, task 2: TP 0.5, FP 1.1, FN 0.5 → α 1.1/1.6 = 0.6875
+    b = 1 - 0.5 / (0.5 + 0.6875 * 1.1 + 0.3125 * 0.5)
+    # sample 1, task 1: TP 0.9, FP 2.7, FN 0.1 → α 2.7/2.8 clamped to 0.8
+    c = 1 - 0.9 / (0.9 + 0.8 * 2.7 + 0.2 * 0.1)
+    # sample 1, task 2 is not annotated: left out
+    assert adaptive_tversky_dice_loss(logits, labels, annotated).item() == pytest.approx((a + b + c) / 3, abs=1e-5)
+    # a perfect prediction: FP = FN = 0 → α clamped to 0.2, loss 0
+    perfect = torch.tensor([[[20.0, -20.0, -20.0, -20.0]]])
+    assert adaptive_tversky_dice_loss(perfect, torch.tensor([[1, 0, 0, 0]]), torch.tensor([[True]])).item() < 1e-6
+
+
+def test_hermes_loss_adds_a_hundredth_of_the_modality_cross_entropy(tmp_path):
+    torch.manual_seed(0)
+    method = build_method(make_config(tmp_path, "hermes"))
+    batch = dict(fixed_batch(), modality=torch.tensor([0, 1]))
+    out = method(batch, epoch=0)
+    with torch.no_grad():
+        logits, modality_logits = method.outputs(batch["image"], batch)
+    assert modality_logits.shape == (2, 2)
+    z = modality_logits.double()
+    # cross-entropy by hand: log Σ exp z − z[target], mean over the two samples
+    by_hand = sum(math.log(sum(math.exp(v) for v in z[i].tolist())) - z[i, t].item() for i, t in enumerate([0, 1])) / 2
+    assert out.parts["modality"].item() == pytest.approx(by_hand, rel=1e-5)
+    bce, _ = binary_task_losses(logits, batch["labels"], batch["annotated"])
+    dice = adaptive_tversky_dice_loss(logits, batch["labels"], batch["annotated"])
+    assert out.total.item() == pytest.approx(bce.item() + dice.item() + 0.01 * by_hand, rel=1e-5)
+    assert out.parts["main"].item() == pytest.approx(dice.item(), rel=1e-6)
+
+
+def test_hermes_sample_uses_only_its_datasets_task_tokens(tmp_path):
+    """Official train.py feeds a sample the task tokens of its dataset only (tgt_idx): another
+    task's token does not change its maps in training; at inference every token takes part."""
+    torch.manual_seed(0)
+    method = build_method(make_config(tmp_path, "hermes"))  # instance norm: samples independent
+    batch = fixed_batch()  # sample 0 annotates tasks 1, 2; sample 1 task 3
+    with torch.no_grad():
+        before = method.task_logits(batch["image"], batch)
+        before_inference = method.task_logits(batch["image"])
+        for fusion in method.fusions.values():
+            fusion.task_priors[2] += torch.randn_like(fusion.task_priors[2])  # task 3's token, every scale
+        after = method.task_logits(batch["image"], batch)
+        after_inference = method.task_logits(batch["image"])
+    assert torch.allclose(after[0, :2], before[0, :2], atol=1e-6)  # sample 0 never sees task 3's token
+    assert not torch.allclose(after[1, 2], before[1, 2], atol=1e-3)  # sample 1's own task
+    assert not torch.allclose(after_inference[0, 0], before_inference[0, 0], atol=1e-4)

@@ -9,7 +9,9 @@ Run folder::
 
     <run_dir>/
       ground_truth/<dataset>/<case_id>.nii.gz   test labels in GLOBAL ids, on the scan's grid
-      <method>/                                 one training run folder per method (train's)
+      <method>/                                 one training run folder per method (train's;
+                                                PFL: stage1/, stage2/, stage3/ inside, see
+                                                tctseg.training.pfl_pipeline)
         predictions/<dataset>/<case_id>.nii.gz, predictions/index.json
         predictions/<dataset>/<case_id>_tasks.nii.gz   task-prompted methods: each class's own mask
         metrics/metrics.{json,csv,md}
@@ -134,17 +136,15 @@ def run_method(
     ``init_checkpoint``: start a fresh training from this checkpoint's weights (fine-tuning).
     """
     from tctseg.methods import method_class
-    from tctseg.training.trainer import Trainer
+    from tctseg.training.pfl_pipeline import build_trainer
 
     per_task = method_class(method).task_prompted  # scored as its authors do (module docstring)
     method_config = dataclasses.replace(config, method=dataclasses.replace(config.method, name=method))
     method_dir = run_dir / method
     start = time.perf_counter()
-    trainer = Trainer(method_config, method_dir, resume=resume, overwrite=overwrite, device=device, progress=progress)
-    if init_checkpoint is not None and trainer.start_epoch == 0:  # a resumed fine-tuning keeps its own weights
-        from tctseg.training.checkpoint import load_checkpoint
-
-        trainer.method.load_state_dict(load_checkpoint(init_checkpoint)["model"])
+    # a resumed fine-tuning keeps its own weights; PFL runs its three stages (methods/pfl.py)
+    trainer = build_trainer(method_config, method_dir, resume=resume, overwrite=overwrite, device=device,
+                            progress=progress, init_checkpoint=init_checkpoint)
     summary = trainer.fit()
     train_seconds = time.perf_counter() - start
     best = Path(summary["best_checkpoint"]) if summary.get("best_checkpoint") else None

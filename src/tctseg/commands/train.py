@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tctseg.config import load_config
     from tctseg.training import distributed as dist_utils
-    from tctseg.training.trainer import Trainer
+    from tctseg.training.pfl_pipeline import build_trainer
 
     overrides = list(args.overrides)
     if args.method:
@@ -67,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
 
                 prepare(config, roles=("train", "validation"), progress=not args.no_progress)
             dist_utils.barrier(context)
-        trainer = Trainer(
+        # PFL: its three stages, each in its own sub-folder (tctseg.training.pfl_pipeline)
+        trainer = build_trainer(
             config,
             output_dir,
             resume=args.resume,
@@ -82,8 +83,10 @@ def run(args: argparse.Namespace) -> int:
             torch.save(trainer.method.state_dict(), Path(dump_dir) / f"rank{context.rank}.pt")
         if context.is_main:
             best = summary["best_metric"]
+            model = summary["best_checkpoint"] or summary["last_checkpoint"]  # PFL: its final stage's
             print(f"trained {summary['epochs_completed']} epochs; run folder {output_dir}"
-                  + (f"; best validation DSC {best:.4f}" if best is not None else ""))
+                  + (f"; best validation DSC {best:.4f}" if best is not None else "")
+                  + f"; predict with {model}")
     finally:
         dist_utils.cleanup_distributed()
     return 0

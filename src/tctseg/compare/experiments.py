@@ -203,6 +203,8 @@ class Comparison:
                 "Parameters at inference: those method.predict_logits uses (TCT's auxiliary task heads "
                 "and loss weights excluded); in training: every parameter the method optimises.",
                 "Training time per epoch: mean epoch_time_s of the main runs' log.csv (mean ± sd over seeds); "
+                "PFL counts all its stages: each single-organ network's and the final network's epoch time, "
+                "plus the labelling time spread over the epochs; "
                 f"inference: median of 3 predict_logits calls on one random [1, 1, {', '.join(map(str, self.infer_patch))}] "
                 "patch after a warm-up. Timings on shared CPUs are noisy.",
             ],

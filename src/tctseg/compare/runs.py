@@ -11,7 +11,6 @@ train once.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import json
@@ -23,6 +22,7 @@ from typing import Any
 from tctseg.config import Config
 from tctseg.errors import OutputError
 from tctseg.experiment import TestCase, run_method
+from tctseg.training.pfl_pipeline import seconds_per_epoch
 from tctseg.training.trainer import RUN_MARKERS
 
 RESULT_JSON = "result.json"
@@ -41,16 +41,6 @@ def run_key(config: Config, method: str, cases: Sequence[TestCase], init_checkpo
         "init_checkpoint": str(init_checkpoint) if init_checkpoint else None,
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def mean_epoch_time(log_csv: Path) -> float | None:
-    """Mean ``epoch_time_s`` over the epochs in a run's ``log.csv`` (None when there is none)."""
-    try:
-        with log_csv.open(encoding="utf-8", newline="") as f:
-            times = [float(row["epoch_time_s"]) for row in csv.DictReader(f) if row.get("epoch_time_s")]
-    except (OSError, KeyError, ValueError):
-        return None
-    return sum(times) / len(times) if times else None
 
 
 class RunBook:
@@ -109,7 +99,7 @@ class RunBook:
             "key": key,
             "method": method,
             "folder": str(folder),
-            "epoch_time_s": mean_epoch_time(method_dir / "log.csv"),
+            "epoch_time_s": seconds_per_epoch(method_dir),  # PFL: all its stages
             "per_dataset": metrics.get("per_dataset", {}),
         })
         (folder / RESULT_JSON).write_text(json.dumps(_json_safe(result), indent=2) + "\n", encoding="utf-8")

@@ -39,6 +39,9 @@ class Method(nn.Module):
     # (``task_logits`` ``[B, N, *S]``); inference blends σ per task and ``run``/``compare``
     # score each task's mask σ > ½ on its own, overlaps allowed, as their authors do.
     task_prompted: ClassVar[bool] = False
+    # True (PFL): training is a pipeline of several trainings, not one Trainer run;
+    # :func:`tctseg.training.pfl_pipeline.build_trainer` picks it for ``train``/``run``/``compare``.
+    trains_in_stages: ClassVar[bool] = False
     network: nn.Module
 
     @classmethod

@@ -1,56 +1,115 @@
 """Hermes — context-prior learning (Gao, Li, Liu, Zhou, Zhang & Metaxas 2024, "Training like a
 medical resident: Context-prior learning toward universal medical image segmentation", CVPR).
 
+Official code: yhygao/universal-medical-image-segmentation — ``model/dim3/hermes_unet.py``
+(``Hermes_UNet``), ``model/dim3/hermes_unet_utils.py`` (``PriorInitFusionLayer``),
+``model/dim3/hermes_utils.py`` (``HierarchyPriorClassifier``, ``ModalityClassifier``),
+``training/losses.py`` (``BinaryDiceLoss``, ``BinaryCrossEntropyLoss``), ``train.py``
+(``train_epoch``) and ``config/universal/hermes_resunet_3d.yaml``.
+
 The shared 3D U-Net with learnable *prior tokens* that interact with its features at several
 scales, and a prototype head that gives one binary map per task:
 
 * **Priors.** Every fusion scale s (channels C_s) owns N task prior tokens ``T_s ∈ R^{N×C_s}``
-  and M modality prior tokens ``M_s ∈ R^{M×C_s}``; a sample uses all N task tokens and the
-  token of its modality: ``P = [T_s; M_s[m_b]] ∈ R^{(N+1)×C_s}``.
+  and, per modality, K = 10 modality tokens ``M_s ∈ R^{M×K×C_s}`` (official
+  ``PriorInitFusionLayer(l=10)``); a sample uses ``P = [T_s; M_s[m_b]] ∈ R^{(N+K)×C_s}``.
+* **Only the sample's tasks** (official ``train.py``: the batch's ``tgt_idx`` lists each
+  sample's dataset's tasks). In training a sample's task tokens are those it annotates:
+  the others are masked out of every attention that reads tokens (key padding), so they
+  neither inform the sample's other tokens nor its features. At inference all N take part.
 * **Prior fusion** (after the encoder's last ``k`` stages, the bottleneck and the decoder's
-  first ``k`` stages, k = min(2, depth − 2): five scales for the paper's depth 5, as Hermes'
-  U-Net). Each block, pre-norm and residual:
+  first ``k`` stages, k = min(2, depth − 2): five scales for depth 5, the official
+  ``prior_init_fuse_2..4``, ``prior_fuse_5..6``). Each block, pre-norm and residual:
   ``P ← P + SelfAttn(P)``; ``P ← P + CrossAttn(P → X)`` (tokens read the features
   ``X ∈ R^{L×C_s}``); ``P ← P + MLP(P)``; ``X ← X + CrossAttn(X → P)`` (features read the
-  tokens: L·(N+1) attention, lightweight). The updated ("posterior") tokens leave the layer.
+  tokens). 2 blocks per scale, 4 at the bottleneck (official ``block_num``).
 * **Posterior prototypes.** The posterior task tokens of all scales are concatenated per task
   and mapped by an MLP to a prototype ``π_c ∈ R^F`` in the decoder's last feature space;
-  the task logit is the dot product ``z_c(x) = ⟨π_c, X_final(x)⟩ + b``. The prototype is a
-  *posterior*: it depends on the image through the attention, so each task's classifier
-  adapts to the case (Hermes' "posterior prototype" idea).
-* **Loss.** Binary per task, BCE + Dice, only over the tasks the sample annotates.
+  the task logit is ``z_c(x) = ⟨π_c, X_final(x)⟩ + b_c`` (official ``HierarchyPriorClassifier``).
+* **Modality head** (official ``ModalityClassifier``): the K posterior modality tokens of all
+  scales, concatenated per token → LayerNorm → mean over the tokens → Linear → GELU →
+  Linear → M modality logits. Not used at inference.
+* **Loss** (official ``train.py``): ``BCE + adaptive Tversky-Dice + 0.01 · CE(modality)``.
+  BCE: per (sample, annotated task) mean over voxels, then the mean over those pairs
+  (``BinaryCrossEntropyLoss``). Adaptive Tversky-Dice (:func:`adaptive_tversky_dice_loss`,
+  ``BinaryDiceLoss``): ``1 − TP / (TP + α·FP + (1−α)·FN + ε)`` with
+  ``α = clamp(FP / (FP + FN + ε), 0.2, 0.8)`` per pair, ε = 1e-6. 0.01: ``loss_mod_weight``.
 * **Scoring.** As DoDNet (``task_prompted``): each task's mask ``σ(z_c) > ½`` is evaluated on
   its own in ``tctseg run``/``compare``, overlaps allowed; the label map ``tctseg predict``
   writes for users is their argmax (background where every ``σ(z_c) ≤ ½``).
 
-Choices where the original leaves a detail open or differs from this setting: every task
-token takes part in every sample (Hermes feeds only the tokens of the sample's dataset's
-tasks); with all N tokens the training context equals the inference context and batches of
-mixed datasets need no grouping. The loss still supervises annotated tasks only. One network
-pass yields all N maps (N prototype products, counted in ``prototype_passes``). Modality
-tokens: ``method.options.modalities`` (default ``[CT, MR]``); a batch may carry
-``modality`` (int64 ``[B]``, indices into that list), otherwise — and at inference — the
-model's modality is used (``method.options.modality``, else the first training dataset's
-``modality``, else CT). Hermes' auxiliary modality-classification loss is left out (one
-modality per training set in this paper's benchmarks makes it trivial). No positional
-encoding (the conv features carry position). Blocks per scale: 2, and 4 at the bottleneck
-(``method.options.blocks`` sets the non-bottleneck count); attention heads ``max(1, C_s // 32)``.
-With the paper's width 16, depth 5, N = 5 the model has about 11 M parameters (paper
-Tab. 10: 14.9 M for Hermes on its 3D U-Net).
+Options: ``method.options.modalities`` (default ``[CT, MR]``); a batch may carry ``modality``
+(int64 ``[B]``, indices into that list), otherwise — and at inference — the model's modality
+is used (``method.options.modality``, else the first training dataset's ``modality``, else
+CT); ``modality_tokens`` (10), ``modality_loss_weight`` (0.01), ``blocks`` (2).
+
+What still differs from the official code:
+
+* Backbone: the shared 3D U-Net of every method here (the TCT paper's fairness rule), not
+  the official ResUNet (BasicBlocks, base 32, 10× base at the bottleneck, trilinear
+  upsampling). With the paper's width 16, depth 5, N = 5 the model has 11.5 M parameters
+  (TCT paper Tab. 10: 14.9 M).
+* Fusion block: the official ``PriorAttentionBlock`` has no token self-attention and adds a
+  feature MLP after the feature cross-attention (an MLP at every voxel of the fused
+  scales); its heads are ``C // 32`` of size 32 (ours ``max(1, C // 32)`` heads of size
+  C/heads, ``nn.MultiheadAttention``). Priors are initialised N(0, 0.02²), not Xavier.
+* Prototype MLP: official LayerNorm(ΣC) → Mlp(ΣC → F) → Mlp(F → F), no bias on the
+  product; ours Linear(ΣC, 4F) → GELU → Linear(4F, F) and a per-task bias.
+* Task-token padding: the official batch pads each sample's task list with a null token
+  that still takes part in the attention (loss weight 0); here the other tasks' tokens are
+  masked out instead, so no null token exists.
+* Modality labels: our sampler gives none, so every training sample uses the model's
+  modality; the modality loss then learns one constant class (as the official loss does on
+  a one-modality training set, the TCT paper's CT and MR benchmarks).
+* Inference: all N task tokens in one pass (official: each test dataset's own tasks).
+* Training recipe: the shared trainer (optimiser, schedule, patch size, sampler), not the
+  official LAMB at 2e-3 with warm-up, EMA evaluation and 128³ crops.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tctseg.errors import ConfigError
-from tctseg.methods.dodnet import TaskPromptedMethod, backbone_forward, build_backbone
+from tctseg.methods.base import LossOutput
+from tctseg.methods.dodnet import TaskPromptedMethod, backbone_forward, binary_task_losses, build_backbone
 from tctseg.methods.me import option
 from tctseg.methods.registry import register_method
 from tctseg.network import UNet3D
 
 DEFAULT_MODALITIES = ("CT", "MR")
+# official hermes_unet_utils.PriorInitFusionLayer(l=10): tokens per modality
+MODALITY_TOKENS = 10
+# official config/universal/hermes_resunet_3d.yaml: loss_mod_weight
+MODALITY_LOSS_WEIGHT = 0.01
+# official training/losses.py BinaryDiceLoss: α = FP / (FP + FN + ε) clamped to [0.2, 0.8], ε = 1e-6
+TVERSKY_ALPHA_RANGE = (0.2, 0.8)
+TVERSKY_EPS = 1e-6
+
+
+def adaptive_tversky_dice_loss(task_logits: torch.Tensor, labels: torch.Tensor, annotated: torch.Tensor) -> torch.Tensor:
+    """Hermes' adaptive Tversky-Dice (official ``training/losses.py``, ``BinaryDiceLoss``).
+
+    Per (sample b, task c) with p = σ(z), y = [labels = c], sums over the voxels:
+    ``TP = Σ p·y``, ``FP = Σ p·(1−y)``, ``FN = Σ (1−p)·y``,
+    ``α = clamp(FP / (FP + FN + ε), 0.2, 0.8)``, ``β = 1 − α``,
+    ``loss_bc = 1 − TP / (TP + α·FP + β·FN + ε)``; the mean over the annotated pairs.
+    As in the official code α is not detached (its gradient flows inside the clamp range).
+
+    task_logits ``[B, N, *S]``, labels ``[B, *S]``, annotated ``[B, N]`` bool → scalar (0 without pairs).
+    """
+    n = task_logits.shape[1]
+    p = torch.sigmoid(task_logits.float()).flatten(2)  # [B, N, V]
+    y = F.one_hot(labels.long(), n + 1).movedim(-1, 1)[:, 1:].flatten(2).to(p.dtype)
+    tp = (p * y).sum(2)
+    fp = (p * (1 - y)).sum(2)
+    fn = ((1 - p) * y).sum(2)
+    alpha = (fp / (fp + fn + TVERSKY_EPS)).clamp(*TVERSKY_ALPHA_RANGE)
+    loss = 1 - tp / (tp + alpha * fp + (1 - alpha) * fn + TVERSKY_EPS)  # [B, N]
+    mask = annotated.to(loss.dtype)
+    return (loss * mask).sum() / mask.sum().clamp_min(1.0)
 
 
 class FusionBlock(nn.Module):
@@ -69,39 +128,69 @@ class FusionBlock(nn.Module):
         self.norm_tokens = nn.LayerNorm(channels)
         self.feature_to_token = nn.MultiheadAttention(channels, heads, batch_first=True)
 
-    def forward(self, tokens: torch.Tensor, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, tokens: torch.Tensor, features: torch.Tensor, ignored: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``ignored`` ``[B, T]`` bool: tokens no other token and no feature reads (another
+        dataset's tasks); they still read the features, their outputs go unused."""
         t = self.norm_self(tokens)
-        tokens = tokens + self.self_attn(t, t, t, need_weights=False)[0]
+        tokens = tokens + self.self_attn(t, t, t, key_padding_mask=ignored, need_weights=False)[0]
         context = self.norm_context(features)
         tokens = tokens + self.token_to_feature(self.norm_query(tokens), context, context, need_weights=False)[0]
         tokens = tokens + self.mlp(self.norm_mlp(tokens))
         t = self.norm_tokens(tokens)
-        features = features + self.feature_to_token(self.norm_features(features), t, t, need_weights=False)[0]
+        features = features + self.feature_to_token(
+            self.norm_features(features), t, t, key_padding_mask=ignored, need_weights=False
+        )[0]
         return tokens, features
 
 
 class PriorFusion(nn.Module):
     """Learnable task and modality priors of one scale, fused with its feature map.
 
-    ``forward(x [B, C, *S], modality [B])`` → ``(x' [B, C, *S], posterior tokens [B, N+1, C])``.
+    ``forward(x [B, C, *S], modality [B], tasks [B, N] bool or None)`` →
+    ``(x' [B, C, *S], posterior tokens [B, N+K, C])``: the N task tokens, then the K tokens of
+    the sample's modality. ``tasks``: the task tokens a sample uses (its dataset's tasks);
+    None (inference): all.
     """
 
-    def __init__(self, channels: int, num_tasks: int, num_modalities: int, blocks: int):
+    def __init__(self, channels: int, num_tasks: int, num_modalities: int, blocks: int,
+                 modality_tokens: int = MODALITY_TOKENS):
         super().__init__()
         self.task_priors = nn.Parameter(torch.randn(num_tasks, channels) * 0.02)
-        self.modality_priors = nn.Parameter(torch.randn(num_modalities, channels) * 0.02)
+        self.modality_priors = nn.Parameter(torch.randn(num_modalities, modality_tokens, channels) * 0.02)
         heads = max(1, channels // 32)
         self.blocks = nn.ModuleList(FusionBlock(channels, heads) for _ in range(blocks))
 
-    def forward(self, x: torch.Tensor, modality: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, modality: torch.Tensor, tasks: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         b, c, spatial = x.shape[0], x.shape[1], x.shape[2:]
         tokens = torch.cat(
-            [self.task_priors.unsqueeze(0).expand(b, -1, -1), self.modality_priors[modality].unsqueeze(1)], dim=1
+            [self.task_priors.unsqueeze(0).expand(b, -1, -1), self.modality_priors[modality]], dim=1
         ).to(x.dtype)
+        ignored = None
+        if tasks is not None:
+            modality_used = torch.ones(b, self.modality_priors.shape[1], dtype=torch.bool, device=x.device)
+            ignored = ~torch.cat([tasks.to(device=x.device, dtype=torch.bool), modality_used], dim=1)
         features = x.flatten(2).transpose(1, 2)  # [B, L, C]
         for block in self.blocks:
-            tokens, features = block(tokens, features)
+            tokens, features = block(tokens, features, ignored)
         return features.transpose(1, 2).reshape(b, c, *spatial), tokens
+
+
+class ModalityClassifier(nn.Module):
+    """Official ``hermes_utils.ModalityClassifier``: the posterior modality tokens of every
+    scale, concatenated per token ``[B, K, ΣC]`` → LayerNorm → mean over the K tokens →
+    Linear(ΣC, ΣC) → GELU → Linear(ΣC, M) → modality logits ``[B, M]``."""
+
+    def __init__(self, channels: int, num_modalities: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+        self.mlp = nn.Sequential(nn.Linear(channels, channels), nn.GELU(), nn.Linear(channels, num_modalities))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.norm(tokens).mean(1))
 
 
 def fusion_points(depth: int) -> list[tuple[str, int]]:
@@ -133,6 +222,8 @@ class HermesMethod(TaskPromptedMethod):
         modalities: tuple[str, ...] = DEFAULT_MODALITIES,
         default_modality: str = "CT",
         blocks: int = 2,
+        modality_tokens: int = MODALITY_TOKENS,
+        modality_loss_weight: float = MODALITY_LOSS_WEIGHT,
     ):
         super().__init__()
         if default_modality not in modalities:
@@ -146,8 +237,11 @@ class HermesMethod(TaskPromptedMethod):
         for kind, index in self.points:
             channels = stage_channels(backbone.width, kind, index, backbone.depth)
             n_blocks = 2 * blocks if kind == "bottleneck" else blocks
-            self.fusions[f"{kind}{index}"] = PriorFusion(channels, num_classes, len(self.modalities), n_blocks)
+            self.fusions[f"{kind}{index}"] = PriorFusion(channels, num_classes, len(self.modalities), n_blocks,
+                                                         modality_tokens)
         token_channels = sum(stage_channels(backbone.width, k, i, backbone.depth) for k, i in self.points)
+        self.modality_classifier = ModalityClassifier(token_channels, len(self.modalities))
+        self.modality_loss_weight = modality_loss_weight
         features = backbone.out_channels
         self.prototype_mlp = nn.Sequential(
             nn.Linear(token_channels, 4 * features), nn.GELU(), nn.Linear(4 * features, features)
@@ -163,31 +257,60 @@ class HermesMethod(TaskPromptedMethod):
             raise ConfigError(f"method.options.modalities: expected a list of names, got {modalities!r}")
         trained_on = [d.modality for d in config.datasets_with_role("train") if d.modality]
         default = str(options.get("modality", trained_on[0] if trained_on else modalities[0]))
+        if option(options, "modality_tokens", MODALITY_TOKENS, int) < 1:
+            raise ConfigError("method.options.modality_tokens: must be >= 1")
+        if option(options, "modality_loss_weight", MODALITY_LOSS_WEIGHT) < 0:
+            raise ConfigError("method.options.modality_loss_weight: must be >= 0")
         return cls(
             build_backbone(config),
             config.num_classes,
             tuple(modalities),
             default,
             option(options, "blocks", 2, int),
+            option(options, "modality_tokens", MODALITY_TOKENS, int),
+            option(options, "modality_loss_weight", MODALITY_LOSS_WEIGHT),
         )
 
-    def task_logits(self, image: torch.Tensor, batch: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
-        b = image.shape[0]
+    def modality_of(self, image: torch.Tensor, batch: dict[str, torch.Tensor] | None) -> torch.Tensor:
+        """``[B]`` modality indices: the batch's ``modality`` when it has one, else the model's."""
         if batch is not None and "modality" in batch:
-            modality = batch["modality"].long().to(image.device)
-        else:
-            modality = torch.full((b,), self.default_modality, dtype=torch.long, device=image.device)
+            return batch["modality"].long().to(image.device)
+        return torch.full((image.shape[0],), self.default_modality, dtype=torch.long, device=image.device)
+
+    def task_logits(self, image: torch.Tensor, batch: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        return self.outputs(image, batch)[0]
+
+    def forward(self, batch: dict[str, torch.Tensor], epoch: int) -> LossOutput:
+        """Official ``train.py``: BCE + adaptive Tversky-Dice on the sample's tasks, plus 0.01 ×
+        the modality cross-entropy."""
+        logits, modality_logits = self.outputs(batch["image"], batch)
+        bce, _ = binary_task_losses(logits, batch["labels"], batch["annotated"])
+        dice = adaptive_tversky_dice_loss(logits, batch["labels"], batch["annotated"])
+        modality = F.cross_entropy(modality_logits.float(), self.modality_of(batch["image"], batch))
+        total = bce + dice + self.modality_loss_weight * modality
+        return LossOutput(total, {"main": dice.detach(), "bce": bce.detach(), "modality": modality.detach()})
+
+    def outputs(
+        self, image: torch.Tensor, batch: dict[str, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(task logits [B, N, *S], modality logits [B, M])``. With a batch (training) a
+        sample's task tokens are those it annotates (its dataset's tasks); without, all N."""
+        modality = self.modality_of(image, batch)
+        tasks = batch["annotated"] if batch is not None and "annotated" in batch else None
         posteriors: list[torch.Tensor] = []
+        modality_posteriors: list[torch.Tensor] = []
 
         def fuse(kind: str, index: int, x: torch.Tensor) -> torch.Tensor:
             key = f"{kind}{index}"
             if key not in self.fusions:
                 return x
-            x, tokens = self.fusions[key](x, modality)
-            posteriors.append(tokens[:, : self.num_classes])  # task tokens only
+            x, tokens = self.fusions[key](x, modality, tasks)
+            posteriors.append(tokens[:, : self.num_classes])
+            modality_posteriors.append(tokens[:, self.num_classes :])
             return x
 
         _, features = backbone_forward(self.network, image, fuse)
+        modality_logits = self.modality_classifier(torch.cat(modality_posteriors, dim=2))
         prototypes = self.prototype_mlp(torch.cat(posteriors, dim=2))  # [B, N, F]
         maps = []
         for c in range(self.num_classes):
@@ -195,4 +318,5 @@ class HermesMethod(TaskPromptedMethod):
             maps.append(torch.einsum("bf,bf...->b...", prototypes[:, c].to(features.dtype), features))
             self.prototype_passes += 1
         logits = torch.stack(maps, dim=1)
-        return logits + self.prototype_bias.view(1, -1, *([1] * (logits.ndim - 2))).to(logits.dtype)
+        logits = logits + self.prototype_bias.view(1, -1, *([1] * (logits.ndim - 2))).to(logits.dtype)
+        return logits, modality_logits

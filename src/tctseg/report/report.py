@@ -107,7 +107,10 @@ def _method_section(method_dir: Path, metrics: dict[str, Any] | None, prefix: st
         blocks.append(Paragraph("No metrics/metrics.json (run `tctseg evaluate`)."))
 
     blocks.append(Heading(3, "Training curves"))
-    progress_png, log_csv = method_dir / "progress.png", method_dir / "log.csv"
+    from tctseg.training.pfl_pipeline import final_run_folder
+
+    training_dir = final_run_folder(method_dir)  # PFL: its final network's curves
+    progress_png, log_csv = training_dir / "progress.png", training_dir / "log.csv"
     curves = None
     if progress_png.exists():
         curves = progress_png.read_bytes()

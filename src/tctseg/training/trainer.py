@@ -43,8 +43,10 @@ log = logging.getLogger("tctseg.training")
 CHECKPOINT_LAST = "checkpoint_last.pt"
 CHECKPOINT_BEST = "checkpoint_best.pt"
 CONFIG_YAML = "config.yaml"
+# a staged run's record of its finished stages (PFL: tctseg.training.pfl_pipeline)
+PIPELINE_JSON = "pipeline.json"
 # files whose presence means the folder holds a run
-RUN_MARKERS = (CHECKPOINT_LAST, LOG_CSV)
+RUN_MARKERS = (CHECKPOINT_LAST, LOG_CSV, PIPELINE_JSON)
 # what --overwrite removes: the previous run's training outputs, nothing else
 RUN_OUTPUTS = (CHECKPOINT_LAST, CHECKPOINT_BEST, LOG_CSV, PROGRESS_PNG, CONFIG_YAML, TENSORBOARD_DIR)
 
@@ -108,6 +110,15 @@ def remove_run_outputs(output_dir: Path) -> None:
             path.unlink()
 
 
+def load_cases(config: Config, role: str) -> list[PreparedCase]:
+    """The prepared cases of every dataset with ``role`` (none when no dataset has it)."""
+    from tctseg.preprocessing.cache import load_prepared
+
+    if not config.datasets_with_role(role):
+        return []
+    return load_prepared(config, role)
+
+
 def _plain_tensor(t: torch.Tensor) -> torch.Tensor:
     # MONAI MetaTensors slow every op down (~23% per step): train on plain tensors
     return t.as_tensor() if hasattr(t, "as_tensor") else t
@@ -122,6 +133,8 @@ class Trainer:
     (a fresh start when there is none); ``overwrite`` deletes a previous run's outputs.
     ``train_cases`` / ``val_cases``: prepared cases; default ``load_prepared(config, role)``
     for roles ``train`` / ``validation``. ``device``: ``cpu``, ``cuda`` or None (CUDA if present).
+    ``init_checkpoint``: a fresh run starts from this checkpoint's weights (fine-tuning); a
+    resumed run keeps its own.
     """
 
     def __init__(
@@ -134,6 +147,7 @@ class Trainer:
         train_cases: Sequence[PreparedCase] | None = None,
         val_cases: Sequence[PreparedCase] | None = None,
         progress: bool = True,
+        init_checkpoint: str | Path | None = None,
     ):
         self.config = config
         self.output_dir = Path(output_dir)
@@ -167,10 +181,10 @@ class Trainer:
             log.warning("%s: no checkpoint to resume from; starting from epoch 0", checkpoint_path)
 
         seed_everything(config.train.seed, self.context.rank)
-        self.train_cases = list(train_cases) if train_cases is not None else self._load_cases("train")
+        self.train_cases = list(train_cases) if train_cases is not None else load_cases(config, "train")
         if not self.train_cases:
             raise ConfigError("datasets: no prepared training cases (no dataset has role: train)")
-        self.val_cases = list(val_cases) if val_cases is not None else self._load_cases("validation")
+        self.val_cases = list(val_cases) if val_cases is not None else load_cases(config, "validation")
 
         self.method = build_method(config).to(self.device)
         if config.network.channels_last:
@@ -187,6 +201,8 @@ class Trainer:
         self._buffer_backup: list[torch.Tensor] | None = None
         if checkpoint is not None:
             self._restore(checkpoint, checkpoint_path)
+        elif init_checkpoint is not None:
+            self._load_initial_weights(Path(init_checkpoint))
 
         self.model = dist_utils.wrap_model(self.method, self.context, self.device)
         self.logger = TrainingLogger(self.output_dir, resume_epoch=self.start_epoch) if self.context.is_main else None
@@ -195,12 +211,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ set-up helpers
 
-    def _load_cases(self, role: str) -> list[PreparedCase]:
-        from tctseg.preprocessing.cache import load_prepared
-
-        if not self.config.datasets_with_role(role):
-            return []
-        return load_prepared(self.config, role)
+    def _load_initial_weights(self, path: Path) -> None:
+        try:
+            self.method.load_state_dict(load_checkpoint(path)["model"])
+        except RuntimeError as e:
+            raise CheckpointError(f"{path}: weights do not fit method {self.config.method.name!r} ({str(e).splitlines()[0]})") from None
 
     def _restore(self, checkpoint: dict[str, Any], path: Path) -> None:
         try:
