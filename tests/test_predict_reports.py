@@ -234,3 +234,24 @@ def test_dicom_seg_for_a_nifti_input_is_refused_by_name(tmp_path, capsys):
     assert status == 2
     err = capsys.readouterr().err
     assert "scan.nii.gz is not a DICOM series folder" in err
+
+
+@needs_data
+def test_cli_writes_all_four_reports_for_the_real_dicom_series_with_a_tct_checkpoint(tmp_path, capsys, one_thread):
+    config = organ_config(name="tct")
+    torch.manual_seed(0)
+    checkpoint = save_checkpoint_of(build_method(config), config, tmp_path / "tct.pt")
+    out = tmp_path / "out"
+    argv = ["predict", str(checkpoint), str(DICOM), str(out), "--no-progress", "--statistics", "--preview", "--qc",
+            "--output-format", "dicom-seg"]
+    assert main(argv) == 0
+    for name in ("dicom_series.nii.gz", "dicom_series_preview.png", "dicom_series_seg.dcm", "statistics.json",
+                 "statistics.csv", "qc.json"):
+        assert (out / name).is_file(), name
+    assert "qc dicom_series:" in capsys.readouterr().out
+    # a rerun finds every asked-for output and skips the case
+    assert main(argv) == 0
+    assert "0 written, 1 skipped" in capsys.readouterr().out
+    (out / "dicom_series_preview.png").unlink()  # one report missing: the case runs again
+    assert main(argv) == 0
+    assert "1 written, 0 skipped" in capsys.readouterr().out
