@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+
+from tctseg.predict_options import DEFAULT_QC_THRESHOLD, OUTPUT_FORMATS
 
 NAME = "predict"
 HELP = "segment scans (NIfTI files or DICOM series) with a trained checkpoint"
@@ -27,6 +30,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="task-prompted methods (dodnet, clip, hermes): also write <case>_tasks.nii.gz, each class's own "
         "sigmoid > 0.5 mask ([X, Y, Z, N], may overlap; the label map is their argmax)",
+    )
+    parser.add_argument(
+        "--statistics", action="store_true",
+        help="also write statistics.json and .csv: per case and organ voxels, volume (ml), intensity mean/sd, "
+        "centroid (RAS mm) and bounding box, in the scan's original space",
+    )
+    parser.add_argument(
+        "--preview", action="store_true",
+        help="also write <case>_preview.png: axial, coronal and sagittal planes through the organs with a legend",
+    )
+    parser.add_argument(
+        "--qc", action="store_true",
+        help="also write qc.json: per organ the agreement (DSC) of the main head with its auxiliary head (TCT; "
+        "runs the auxiliary heads) and the mean confidence inside the organ; prints a summary with flags",
+    )
+    parser.add_argument(
+        "--qc-threshold", type=float, default=DEFAULT_QC_THRESHOLD,
+        help=f"--qc flags an organ whose two-head agreement is below this DSC (default {DEFAULT_QC_THRESHOLD})",
+    )
+    parser.add_argument(
+        "--output-format", choices=OUTPUT_FORMATS, default="nifti",
+        help="dicom-seg (DICOM series inputs only): also write <case>_seg.dcm, a DICOM Segmentation referencing "
+        "the source series (the NIfTI label map is written as always)",
     )
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
     parser.add_argument("--modality", choices=("CT", "MR"), help="the scans' modality (default: the training data's)")
@@ -57,11 +83,16 @@ def describe_device(device: str) -> str:
 def run(args: argparse.Namespace) -> int:
     from tctseg.errors import ConfigError
     from tctseg.inference.predict import predict_cases
+    from tctseg.predict_options import ReportOptions
 
     if args.overlap is not None and not 0.0 <= args.overlap < 1.0:
         raise ConfigError(f"--overlap: must be in [0, 1), got {args.overlap}")
     if args.sw_batch is not None and args.sw_batch < 1:
         raise ConfigError(f"--sw-batch: must be >= 1, got {args.sw_batch}")
+    reports = ReportOptions(
+        statistics=args.statistics, preview=args.preview, qc=args.qc,
+        qc_threshold=args.qc_threshold, output_format=args.output_format,
+    )
     device = resolve_device(args.device)
     print(f"predict: on {describe_device(device)}", flush=True)
     results = predict_cases(
@@ -78,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         device=device,
         progress=not args.no_progress,
+        reports=reports,
     )
     counts = {s: sum(r.status == s for r in results) for s in ("written", "skipped", "failed")}
     print(
@@ -87,4 +119,18 @@ def run(args: argparse.Namespace) -> int:
     for r in results:
         if not r.ok:
             print(f"  failed: {r.image}: {r.error}")
+    if args.qc:
+        print_qc_summary(Path(args.output), [r.case_id for r in results if r.ok], args.qc_threshold)
     return 1 if counts["failed"] else 0
+
+
+def print_qc_summary(output: Path, case_ids: list[str], threshold: float) -> None:
+    """One line per case from ``qc.json``, then the flagged organs (agreement below ``threshold``)."""
+    from tctseg.inference.quality import QC_JSON, qc_summary
+
+    cases = json.loads((output / QC_JSON).read_text(encoding="utf-8"))["cases"]
+    flagged = [f"{c}/{organ}" for c in case_ids for organ, q in cases.get(c, {}).items() if q["flagged"]]
+    print(f"qc: {len(flagged)} organ(s) flagged (two-head agreement < {threshold}) → {output / QC_JSON}")
+    for case_id in case_ids:
+        if case_id in cases:
+            print(qc_summary(case_id, cases[case_id]))

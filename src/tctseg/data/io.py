@@ -202,20 +202,28 @@ def _check_header(image, path: Path) -> None:
         )
 
 
-def read_dicom_series_itk(folder: Path):
-    """The SimpleITK image of the one DICOM series in ``folder`` plus its slice file names (in ITK order)."""
+def dicom_series_files(folder: Path) -> list[str]:
+    """The slice files of the one DICOM series in ``folder``, in ITK's order: file k is voxel
+    slice k of :func:`load_volume`'s array (its third axis)."""
     import SimpleITK as sitk
 
-    reader = sitk.ImageSeriesReader()
     try:
-        series = reader.GetGDCMSeriesIDs(str(folder))
+        series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
     except RuntimeError as e:
         raise DataError(f"{folder}: cannot scan for DICOM series ({e})") from None
     if not series:
         raise DataError(f"{folder}: no DICOM series found in this folder")
     if len(series) > 1:
         raise DataError(f"{folder}: holds {len(series)} DICOM series; put each series in its own folder")
-    files = reader.GetGDCMSeriesFileNames(str(folder), series[0])
+    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0]))
+
+
+def read_dicom_series_itk(folder: Path):
+    """The SimpleITK image of the one DICOM series in ``folder`` plus its slice file names (in ITK order)."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageSeriesReader()
+    files = dicom_series_files(folder)
     reader.SetFileNames(files)
     try:
         image = reader.Execute()

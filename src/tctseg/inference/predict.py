@@ -36,7 +36,9 @@ import numpy as np
 
 from tctseg.errors import ConfigError, DataError, OutputError, TctsegError
 from tctseg.inference.postprocess import keep_largest_component
+from tctseg.inference.reports import CaseReports
 from tctseg.outputs import ensure_writable
+from tctseg.predict_options import ReportOptions
 from tctseg.inference.sliding_window import sliding_window_probabilities
 
 if TYPE_CHECKING:
@@ -397,6 +399,7 @@ def predict_cases(
     overwrite: bool = False,
     device: str = "cpu",
     progress: bool = True,
+    reports: ReportOptions | None = None,
 ) -> list[PredictionResult]:
     """Predict every case of ``inputs`` into ``output_dir`` and write ``output_dir/index.json``.
 
@@ -414,6 +417,9 @@ def predict_cases(
     A case that cannot be read or predicted is reported (``status="failed"``, ``error`` names
     the file) and the others still run. A case whose outputs exist is skipped unless
     ``overwrite``. Raises OutputError before any work if the output folder is an input's.
+
+    ``reports``: statistics, preview, QC and DICOM SEG outputs per case
+    (:mod:`tctseg.inference.reports`); the auxiliary heads run only for its ``qc``.
     """
     from tqdm import tqdm
 
@@ -436,6 +442,15 @@ def predict_cases(
     modality = modality or training_modality(config)
     if modality not in ("CT", "MR"):
         raise ConfigError(f"modality: {modality!r} is not CT or MR")
+    lcc = settings.largest_component if largest_component is None else largest_component
+    case_reports = None
+    if reports is not None and reports.asked:
+        case_reports = CaseReports(
+            reports, output_dir, config.classes, modality, method, config.method.name, write_atomically,
+            largest_component=lcc, task_probabilities=task_prompted,
+        )
+        case_reports.check_cases(cases)
+    run_aux = case_reports is not None and case_reports.wants_aux
     protect = [Path(c.image) for c in cases]
     seen: dict[str, Path] = {}
     results: list[PredictionResult] = []
@@ -451,7 +466,11 @@ def predict_cases(
             if case.case_id in seen:
                 raise DataError(f"{case.image}: case id {case.case_id!r} is also the id of {seen[case.case_id]}")
             seen[case.case_id] = Path(case.image)
-            if not overwrite and all(p is None or p.is_file() for p in (prediction, probabilities, task_masks)):
+            if (
+                not overwrite
+                and all(p is None or p.is_file() for p in (prediction, probabilities, task_masks))
+                and (case_reports is None or case_reports.finished(case.case_id))
+            ):
                 result.status = "skipped"
             else:
                 volume = load_volume(case.image)
@@ -466,13 +485,18 @@ def predict_cases(
                     device=device,
                     channels_last=config.network.channels_last,
                     task_probabilities=task_prompted,
+                    aux_heads=run_aux,
                 ).numpy()
+                aux_probs = None
+                if run_aux:  # [2N+1, ...]: the main head's N+1 channels, then the N ATHs' gʲ
+                    probs, aux_probs = probs[: config.num_classes + 1], probs[config.num_classes + 1 :]
                 labels, scaled, masks = labels_in_original_space(
-                    probs, geometry, want_probabilities=save_probabilities,
+                    probs, geometry,
+                    want_probabilities=save_probabilities or (case_reports is not None and case_reports.wants_probabilities),
                     task_probabilities=task_prompted, want_task_masks=save_task_masks,
                 )
                 del probs
-                if settings.largest_component if largest_component is None else largest_component:
+                if lcc:
                     labels = keep_largest_component(labels, list(range(1, config.num_classes + 1)))
                     if masks is not None:
                         for c in range(masks.shape[-1]):
@@ -483,12 +507,16 @@ def predict_cases(
                     save_nifti_atomically(scaled, volume.affine, probabilities, scale=1.0 / 255.0, protect=protect)
                 if masks is not None and task_masks is not None:
                     save_nifti_atomically(masks, volume.affine, task_masks, protect=protect)
+                if case_reports is not None:
+                    case_reports.add(case.case_id, Path(case.image), volume, labels, scaled, aux_probs, geometry)
                 result.status = "written"
             result.prediction = prediction
             result.probabilities = probabilities
             result.task_masks = task_masks
         except OutputError:
             write_index(output_dir, results)  # what is done stays findable
+            if case_reports is not None:
+                case_reports.finish()
             raise  # a refused or unwritable output stops the run: every case would fail the same way
         except (TctsegError, OSError) as e:
             result.error = str(e)
@@ -496,6 +524,8 @@ def predict_cases(
         result.seconds = time.perf_counter() - start
         results.append(result)
     write_index(output_dir, results)
+    if case_reports is not None:
+        case_reports.finish()
     return results
 
 

@@ -1,0 +1,157 @@
+"""What ``tctseg predict`` writes about each case beside its label map, when asked.
+
+- ``--statistics``: ``statistics.json`` / ``.csv`` (:mod:`~tctseg.inference.statistics`)
+- ``--preview``: ``<case>_preview.png`` (:mod:`~tctseg.inference.preview`)
+- ``--qc``: ``qc.json`` (:mod:`~tctseg.inference.quality`); the auxiliary heads run only then
+- ``--output-format dicom-seg``: ``<case>_seg.dcm`` for DICOM series inputs
+  (:mod:`~tctseg.inference.dicom_seg`), beside the NIfTI label map that ``evaluate`` reads
+
+:class:`CaseReports` is what :func:`~tctseg.inference.predict.predict_cases` calls once per
+predicted case; the files that gather all cases (``statistics.*``, ``qc.json``) keep the
+entries of earlier runs (a rerun that skips finished cases still lists them) and are written
+atomically at the end. A case counts as finished only when every asked-for output exists.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from tctseg.errors import ConfigError
+from tctseg.inference.dicom_seg import DICOM_SEG_SUFFIX, segmentation_dataset
+from tctseg.inference.preview import PREVIEW_SUFFIX, render_preview
+from tctseg.inference.quality import (
+    QC_JSON,
+    aux_masks_in_original_space,
+    has_auxiliary_heads,
+    organ_quality,
+)
+from tctseg.inference.statistics import STATISTICS_CSV, STATISTICS_JSON, organ_statistics, statistics_csv
+from tctseg.predict_options import ReportOptions
+
+
+class CaseReports:
+    """Writes the asked-for reports of each case into ``output_dir``.
+
+    ``class_names``: the config's classes (label ids 1..N); ``algorithm``: the method's name
+    (the SEG's algorithm); ``write_atomically(path, write)``: the predict module's atomic writer.
+    """
+
+    def __init__(
+        self,
+        options: ReportOptions,
+        output_dir: Path,
+        class_names: Sequence[str],
+        modality: str,
+        method: Any,
+        algorithm: str,
+        write_atomically: Callable[[Path, Callable[[Path], None]], Path],
+        *,
+        largest_component: bool = False,
+        task_probabilities: bool = False,
+    ) -> None:
+        self.options = options
+        self.output_dir = Path(output_dir)
+        self.class_names = list(class_names)
+        self.modality = modality
+        self.algorithm = algorithm
+        self.largest_component = largest_component
+        self.task_probabilities = task_probabilities
+        self._write = write_atomically
+        # the ATHs run only for --qc, and only where the network has them (TCT)
+        self.wants_aux = options.qc and has_auxiliary_heads(method) and not task_probabilities
+        self.wants_probabilities = options.qc
+        self.statistics: dict[str, Any] = self._earlier(STATISTICS_JSON) if options.statistics else {}
+        qc_file = self._earlier(QC_JSON) if options.qc else {}
+        self.quality: dict[str, Any] = qc_file.get("cases", {}) if qc_file.get("threshold") == options.qc_threshold else {}
+
+    def check_cases(self, cases: Sequence[Any]) -> None:
+        """Refuse (ConfigError) ``dicom-seg`` for any case that is not a DICOM series folder."""
+        if self.options.output_format == "dicom-seg":
+            for case in cases:
+                if not Path(case.image).is_dir():
+                    raise ConfigError(
+                        f"--output-format dicom-seg: {case.image} is not a DICOM series folder; a DICOM SEG must "
+                        "reference the series it segments (use the default nifti for NIfTI inputs)"
+                    )
+
+    def paths(self, case_id: str) -> list[Path]:
+        """The per-case files asked for."""
+        out = []
+        if self.options.preview:
+            out.append(self.output_dir / f"{case_id}{PREVIEW_SUFFIX}")
+        if self.options.output_format == "dicom-seg":
+            out.append(self.output_dir / f"{case_id}{DICOM_SEG_SUFFIX}")
+        return out
+
+    def finished(self, case_id: str) -> bool:
+        """True when every asked-for report of ``case_id`` exists (then the case may be skipped)."""
+        if self.options.statistics and case_id not in self.statistics:
+            return False
+        if self.options.qc and case_id not in self.quality:
+            return False
+        return all(p.is_file() for p in self.paths(case_id))
+
+    def add(
+        self,
+        case_id: str,
+        image_path: Path,
+        volume: Any,
+        labels: np.ndarray,
+        class_probabilities: np.ndarray | None,
+        aux_probabilities: np.ndarray | None,
+        geometry: Any,
+    ) -> None:
+        """Reports of one predicted case. ``volume``: the scan (``array`` ``[X, Y, Z]``, ``affine``);
+        ``labels`` ``[X, Y, Z]`` its final label map; ``class_probabilities`` uint8 ``[X, Y, Z, C]``
+        (needed for ``qc``); ``aux_probabilities`` prepared-space ``[N, X', Y', Z']`` or None."""
+        if self.options.statistics:
+            self.statistics[case_id] = organ_statistics(labels, volume.array, volume.affine, self.class_names)
+        if self.options.qc:
+            if class_probabilities is None:
+                raise ValueError("qc needs the class probabilities in original space")
+            aux_masks = None
+            if aux_probabilities is not None:
+                aux_masks = aux_masks_in_original_space(aux_probabilities, geometry, self.largest_component)
+            self.quality[case_id] = organ_quality(
+                labels, class_probabilities, self.class_names, aux_masks, self.options.qc_threshold,
+                task_probabilities=self.task_probabilities,
+            )
+        if self.options.preview:
+            png = render_preview(volume.array, labels, volume.affine, self.class_names, self.modality, title=case_id)
+            self._write(self.output_dir / f"{case_id}{PREVIEW_SUFFIX}", lambda tmp: tmp.write_bytes(png))
+        if self.options.output_format == "dicom-seg":
+            seg = segmentation_dataset(Path(image_path), labels, self.class_names, self.algorithm)
+            self._write(self.output_dir / f"{case_id}{DICOM_SEG_SUFFIX}", lambda tmp: seg.save_as(tmp))
+
+    def finish(self) -> None:
+        """Write the files that gather every case (statistics, qc) atomically."""
+        if self.options.statistics:
+            by_case = {case_id: self.statistics[case_id] for case_id in sorted(self.statistics)}  # organs in class order
+            self._write_text(STATISTICS_JSON, json.dumps(by_case, indent=2) + "\n")
+            self._write_text(STATISTICS_CSV, statistics_csv(self.statistics))
+        if self.options.qc:
+            document = {
+                "threshold": self.options.qc_threshold,
+                "signals": {
+                    "agreement": "DSC between the main head's organ mask and its auxiliary head's mask "
+                    "(original space; null without auxiliary heads)",
+                    "confidence": "mean probability of the predicted class over the organ's predicted voxels",
+                },
+                "flagged": "agreement < threshold",
+                "cases": {case_id: self.quality[case_id] for case_id in sorted(self.quality)},
+            }
+            self._write_text(QC_JSON, json.dumps(document, indent=2) + "\n")
+
+    def _write_text(self, name: str, text: str) -> None:
+        self._write(self.output_dir / name, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+    def _earlier(self, name: str) -> dict[str, Any]:
+        try:
+            data = json.loads((self.output_dir / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}  # none yet, or unreadable: rebuilt from this run
+        return data if isinstance(data, dict) else {}
