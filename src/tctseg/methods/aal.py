@@ -55,13 +55,24 @@ What remains different from the official code, and why:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from tctseg.losses.entropy import PROB_EPS, entropy_regulariser
 from tctseg.losses.marginal import marginal_cross_entropy, present_label_dice_loss
 from tctseg.methods.base import LossOutput, Method, build_network
-from tctseg.methods.options import option
+from tctseg.methods.options import read_options
 from tctseg.methods.registry import register_method
+
+@dataclass(frozen=True)
+class AALOptions:
+    """``method.options`` of AAL."""
+
+    focal_gamma: float = 2.0  # γ
+    entropy_weight: float = 1.0  # λ_H
+    empty_patch_entropy_weight: float = 3.0  # w_b of an all-background patch
+
 
 @register_method
 class AALMethod(Method):
@@ -83,12 +94,12 @@ class AALMethod(Method):
 
     @classmethod
     def from_config(cls, config) -> AALMethod:
-        options = config.method.options
+        options = read_options(AALOptions, config.method.options)
         return cls(
             build_network(config, aux_heads=False),
-            focal_gamma=option(options, "focal_gamma", 2.0),
-            entropy_weight=option(options, "entropy_weight", 1.0),
-            empty_patch_entropy_weight=option(options, "empty_patch_entropy_weight", 3.0),
+            focal_gamma=options.focal_gamma,
+            entropy_weight=options.entropy_weight,
+            empty_patch_entropy_weight=options.empty_patch_entropy_weight,
         )
 
     def forward(self, batch: dict[str, torch.Tensor], epoch: int) -> LossOutput:

@@ -74,9 +74,15 @@ from torch import nn
 
 from tctseg.losses.binary_task import official_task_losses
 from tctseg.methods.base import LossOutput, build_backbone
-from tctseg.methods.options import option
+from tctseg.methods.options import read_options
 from tctseg.methods.registry import register_method
-from tctseg.methods.task_prompted import ControlledDynamicHeads, TaskPromptedMethod, backbone_forward, group_norm
+from tctseg.methods.task_prompted import (
+    ControlledDynamicHeads,
+    DynamicHeadOptions,
+    TaskPromptedMethod,
+    backbone_forward,
+    group_norm,
+)
 from tctseg.methods.text_embeddings import text_embeddings_for
 from tctseg.network import UNet3D
 
@@ -116,7 +122,8 @@ class CLIPDrivenMethod(TaskPromptedMethod):
     def from_config(cls, config) -> CLIPDrivenMethod:
         options = config.method.options
         embeddings = text_embeddings_for(config.classes, options)
-        return cls(build_backbone(config), embeddings, option(options, "head_channels", 8, int))
+        head = read_options(DynamicHeadOptions, options)
+        return cls(build_backbone(config), embeddings, head.head_channels)
 
     def task_logits(self, image: torch.Tensor, batch: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         bottleneck, features = backbone_forward(self.network, image)

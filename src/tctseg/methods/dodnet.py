@@ -42,9 +42,14 @@ from __future__ import annotations
 import torch
 
 from tctseg.methods.base import build_backbone
-from tctseg.methods.options import option
+from tctseg.methods.options import read_options
 from tctseg.methods.registry import register_method
-from tctseg.methods.task_prompted import ControlledDynamicHeads, TaskPromptedMethod, backbone_forward
+from tctseg.methods.task_prompted import (
+    ControlledDynamicHeads,
+    DynamicHeadOptions,
+    TaskPromptedMethod,
+    backbone_forward,
+)
 from tctseg.network import UNet3D
 
 
@@ -63,8 +68,8 @@ class DoDNetMethod(TaskPromptedMethod):
 
     @classmethod
     def from_config(cls, config) -> DoDNetMethod:
-        head_channels = option(config.method.options, "head_channels", 8, int)
-        return cls(build_backbone(config), config.num_classes, head_channels)
+        options = read_options(DynamicHeadOptions, config.method.options)
+        return cls(build_backbone(config), config.num_classes, options.head_channels)
 
     def task_logits(self, image: torch.Tensor, batch: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         bottleneck, features = backbone_forward(self.network, image)

@@ -57,13 +57,22 @@ Inference: the main head's N+1 logits, as TAL.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from tctseg.losses.exclusion import exclusion_dice
 from tctseg.losses.marginal import marginal_batch_dice_loss, marginal_cross_entropy
 from tctseg.methods.base import LossOutput, Method, build_network
-from tctseg.methods.options import option
+from tctseg.methods.options import read_options
 from tctseg.methods.registry import register_method
+
+
+@dataclass(frozen=True)
+class MEOptions:
+    """``method.options`` of ME."""
+
+    exclusion_weight: float = 2.0  # λ_ex
 
 
 @register_method
@@ -78,8 +87,8 @@ class MEMethod(Method):
 
     @classmethod
     def from_config(cls, config) -> MEMethod:
-        options = config.method.options
-        return cls(build_network(config, aux_heads=False), option(options, "exclusion_weight", 2.0))
+        options = read_options(MEOptions, config.method.options)
+        return cls(build_network(config, aux_heads=False), options.exclusion_weight)
 
     def forward(self, batch: dict[str, torch.Tensor], epoch: int) -> LossOutput:
         labels, annotated = batch["labels"], batch["annotated"]

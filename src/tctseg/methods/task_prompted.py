@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -101,6 +102,13 @@ def group_norm(channels: int, groups: int = 16) -> nn.GroupNorm:
     """``GroupNorm`` with ``groups`` groups, or the largest divisor of ``channels`` below it
     (16 groups as the official heads; a CPU-sized width of 8 gets 8)."""
     return nn.GroupNorm(math.gcd(groups, channels), channels)
+
+
+@dataclass(frozen=True)
+class DynamicHeadOptions:
+    """``method.options`` of DoDNet and CLIP-Driven's dynamic head."""
+
+    head_channels: int = 8  # the dynamic head's width (8 -> 8 -> 8 -> 1)
 
 
 class ControlledDynamicHeads(nn.Module):
