@@ -14,11 +14,13 @@ from tctseg.config import config_from_dict
 from tctseg.errors import ConfigError
 from tctseg.methods import available_methods, build_method, method_class
 from tctseg.methods import text_embeddings as text_embeddings_module
-from tctseg.methods.aal import AALMethod, entropy_regulariser, present_label_dice_loss
-from tctseg.methods.clip_driven import official_task_losses
-from tctseg.methods.dodnet import DynamicHead, binary_task_losses, binary_to_multiclass_logits
-from tctseg.methods.hermes import adaptive_tversky_dice_loss
-from tctseg.methods.me import MEMethod, exclusion_dice, marginal_batch_dice_loss, marginal_cross_entropy
+from tctseg.losses.binary_task import adaptive_tversky_dice_loss, binary_task_losses, official_task_losses
+from tctseg.losses.entropy import entropy_regulariser
+from tctseg.losses.exclusion import exclusion_dice
+from tctseg.losses.marginal import marginal_batch_dice_loss, marginal_cross_entropy, present_label_dice_loss
+from tctseg.methods.aal import AALMethod
+from tctseg.methods.me import MEMethod
+from tctseg.methods.task_prompted import DynamicHead, binary_to_multiclass_logits
 from tctseg.methods.text_embeddings import load_embedding_file
 from tctseg.network import count_parameters
 

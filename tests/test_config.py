@@ -125,3 +125,14 @@ def test_chaos_configs_share_one_recipe(monkeypatch):
     monkeypatch.setenv("TCTSEG_CHAOS_TEST", "my/chaos_test")
     (test,) = load_config(root / "chaos_t2_all16.yaml").datasets_with_role("test")
     assert test.path == "my/chaos_test"
+
+
+def test_with_method_changes_the_method_and_nothing_else():
+    config = config_from_dict({**BASE, "method": {"name": "tct", "lambda_max": 0.5, "options": {"k": 1}}})
+    dodnet = config.with_method("dodnet")
+    assert dodnet.method.name == "dodnet" and config.method.name == "tct"
+    assert dodnet.method.lambda_max == 0.5 and dodnet.method.options == {"k": 1}
+    assert dodnet.train == config.train and dodnet.classes == config.classes
+    ablation = config.with_method("tct", threshold=None, consistency=False)
+    assert (ablation.method.threshold, ablation.method.consistency) == (None, False)
+    assert config.method.threshold == "median"

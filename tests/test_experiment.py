@@ -12,7 +12,7 @@ from tctseg.cli import main
 from tctseg.config import config_from_dict
 from tctseg.experiment import TestCase as Case  # not collected as a test class
 from tctseg.experiment import evaluate_test_cases, predict_test_cases
-from tctseg.methods.dodnet import TaskPromptedMethod
+from tctseg.methods.task_prompted import TaskPromptedMethod
 
 from _training_data import CLASSES, write_run_config
 

@@ -10,7 +10,8 @@ import yaml
 
 from tctseg.cli import main
 from tctseg.errors import OutputError
-from tctseg.methods.pfl import full_dice_ce_loss, pseudo_full_label
+from tctseg.losses.dice_ce import full_dice_ce_loss
+from tctseg.methods.pfl import pseudo_full_label
 from tctseg.training import load_checkpoint
 from tctseg.training.pfl_pipeline import (
     PFLPipeline,

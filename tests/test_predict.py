@@ -22,7 +22,7 @@ from tctseg.errors import ConfigError, DataError, OutputError
 from tctseg.inference import PredictionInput, find_cases, predict_cases, training_modality
 from tctseg.inference.predict import save_nifti_atomically, write_atomically
 from tctseg.methods import build_method
-from tctseg.methods.dodnet import TaskPromptedMethod
+from tctseg.methods.task_prompted import TaskPromptedMethod
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ct-example"
 CT = DATA / "ct.nii.gz"

@@ -173,6 +173,11 @@ class Config:
     def datasets_with_role(self, role: str) -> list[DatasetConfig]:
         return [d for d in self.datasets if d.role == role]
 
+    def with_method(self, name: str, **switches: Any) -> Config:
+        """A copy with ``method.name`` = ``name`` and the given ``method`` fields changed
+        (e.g. ``threshold=None``); every other setting is this config's."""
+        return dataclasses.replace(self, method=dataclasses.replace(self.method, name=name, **switches))
+
     def to_dict(self) -> dict[str, Any]:
         """Plain, YAML/JSON-safe dict (tuples become lists)."""
         return _plain(dataclasses.asdict(self))

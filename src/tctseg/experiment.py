@@ -28,7 +28,6 @@ argmax label map.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -139,7 +138,7 @@ def run_method(
     from tctseg.training.pfl_pipeline import build_trainer
 
     per_task = method_class(method).task_prompted  # scored as its authors do (module docstring)
-    method_config = dataclasses.replace(config, method=dataclasses.replace(config.method, name=method))
+    method_config = config.with_method(method)
     method_dir = run_dir / method
     start = time.perf_counter()
     # a resumed fine-tuning keeps its own weights; PFL runs its three stages (methods/pfl.py)

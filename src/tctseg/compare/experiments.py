@@ -80,7 +80,7 @@ def seed_config(config: Config, seed_index: int) -> Config:
 
 def tct_variant(config: Config, **switches: Any) -> Config:
     """``config`` with TCT as the method and some of its switches changed."""
-    return dataclasses.replace(config, method=dataclasses.replace(config.method, name="tct", **switches))
+    return config.with_method("tct", **switches)
 
 
 def _wall_time(results: Sequence[dict[str, Any]]) -> float:
@@ -178,7 +178,7 @@ class Comparison:
         start = time.perf_counter()
         rows = []
         for m, results in main.items():
-            method_config = dataclasses.replace(self.config, method=dataclasses.replace(self.config.method, name=m))
+            method_config = self.config.with_method(m)
             method = build_method(method_config)
             counted = inference_parameters(method, self._smallest_patch())
             seconds = inference_seconds(method, self.infer_patch, self.device)
@@ -374,7 +374,7 @@ def _check_methods_build(config: Config, methods: Sequence[str], tables: Sequenc
 
     extra = (["tct"] if "ablation" in tables else []) + ([TRANSFER_SCRATCH_METHOD] if "transfer" in tables else [])
     for name in dict.fromkeys([*methods, *extra]):
-        build_method(dataclasses.replace(config, method=dataclasses.replace(config.method, name=name)))
+        build_method(config.with_method(name))
 
 
 def check_tables(names: Sequence[str]) -> list[str]:

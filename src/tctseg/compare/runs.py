@@ -11,7 +11,6 @@ train once.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import math
@@ -65,7 +64,7 @@ class RunBook:
         init_checkpoint: Path | None = None,
     ) -> dict[str, Any]:
         """The result of one run: run_method's summary plus ``epoch_time_s``, ``per_dataset``, ``folder``."""
-        config = dataclasses.replace(config, method=dataclasses.replace(config.method, name=method))
+        config = config.with_method(method)
         key = run_key(config, method, cases, init_checkpoint)
         folder = self.output / table / variant / f"seed{seed}"
         label = f"{table}/{variant}/seed{seed} ({method})"

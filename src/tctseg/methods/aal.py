@@ -28,6 +28,9 @@ probability is the marginal ``q^0 = p^0 + Σ_{c∉Φ_b} p^c``; ``q^c = p^c`` for
 Options: ``method.options.focal_gamma`` (γ, 2), ``entropy_weight`` (λ_H, 1) and
 ``empty_patch_entropy_weight`` (w_b of an all-background patch, 3).
 
+The loss functions: :mod:`tctseg.losses.marginal` (focal marginal CE, present-label Dice) and
+:mod:`tctseg.losses.entropy`.
+
 What remains different from the official code, and why:
 
 * **Φ.** The official ``dataset.py`` takes a volume's annotated classes as the labels that
@@ -52,60 +55,23 @@ What remains different from the official code, and why:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from tctseg.losses import soft_dice
-from tctseg.losses.dice import one_hot_masks
+from tctseg.losses.entropy import PROB_EPS, entropy_regulariser
+from tctseg.losses.marginal import marginal_cross_entropy, present_label_dice_loss
 from tctseg.methods.base import LossOutput, Method, build_network
-from tctseg.methods.me import marginal_cross_entropy, option
+from tctseg.methods.options import read_options
 from tctseg.methods.registry import register_method
 
-PROB_EPS = 1e-6  # the official clamp of probabilities inside every log
+@dataclass(frozen=True)
+class AALOptions:
+    """``method.options`` of AAL."""
 
-
-def present_label_dice_loss(
-    main_probs: torch.Tensor, labels: torch.Tensor, annotated: torch.Tensor, smooth: float = 1.0
-) -> torch.Tensor:
-    """Marginal Dice over the labels present in each patch (official ``DiceLoss``, partial branch).
-
-    Per sample: ``1 − mean_{l present} (2·Σ q^l y^l + smooth) / (Σ q^l + Σ y^l + smooth)``,
-    with the merged background ``q^0 = p^0 + Σ_{c∉Φ} p^c`` and ``q^c = p^c`` otherwise.
-
-    Args:
-        main_probs: ``[B, N+1, *S]`` softmax; labels: ``[B, *S]``; annotated: ``[B, N]`` bool.
-    Returns:
-        Scalar: the mean over the batch of the per-sample loss.
-    """
-    n = main_probs.shape[1] - 1
-    fg_probs = main_probs[:, 1:]
-    unannotated = (~annotated).to(main_probs.dtype).view(*annotated.shape, *([1] * (main_probs.ndim - 2)))
-    q_background = main_probs[:, :1] + (fg_probs * unannotated).sum(1, keepdim=True)
-    merged = torch.cat([q_background, fg_probs], dim=1)
-    target = one_hot_masks(labels, n + 1, main_probs.dtype)
-    present = (target.flatten(2).sum(2) > 0).to(main_probs.dtype)  # [B, N+1]
-    dice = soft_dice(merged, target, eps=smooth)  # [B, N+1]
-    per_sample = 1.0 - (dice * present).sum(1) / present.sum(1).clamp_min(1.0)
-    return per_sample.mean()
-
-
-def entropy_regulariser(
-    main_probs: torch.Tensor, labels: torch.Tensor, empty_patch_weight: float = 3.0, eps: float = PROB_EPS
-) -> torch.Tensor:
-    """Entropy over all channels and voxels, weighted up for all-background patches.
-
-    ``(1/B) Σ_b w_b · mean_i −Σ_c p^c_i log clamp(p^c_i, eps, 1−eps)``, ``w_b =
-    empty_patch_weight`` where patch b holds no foreground label, else 1.
-
-    Args:
-        main_probs: ``[B, N+1, *S]`` softmax; labels: ``[B, *S]``.
-    Returns:
-        Scalar.
-    """
-    entropy = -(main_probs * main_probs.clamp(eps, 1.0 - eps).log()).sum(1)  # [B, *S]
-    per_sample = entropy.flatten(1).mean(1)
-    empty = (labels.flatten(1) == 0).all(1)
-    weight = torch.where(empty, torch.full_like(per_sample, empty_patch_weight), torch.ones_like(per_sample))
-    return (weight * per_sample).mean()
+    focal_gamma: float = 2.0  # γ
+    entropy_weight: float = 1.0  # λ_H
+    empty_patch_entropy_weight: float = 3.0  # w_b of an all-background patch
 
 
 @register_method
@@ -128,12 +94,12 @@ class AALMethod(Method):
 
     @classmethod
     def from_config(cls, config) -> AALMethod:
-        options = config.method.options
+        options = read_options(AALOptions, config.method.options)
         return cls(
             build_network(config, aux_heads=False),
-            focal_gamma=option(options, "focal_gamma", 2.0),
-            entropy_weight=option(options, "entropy_weight", 1.0),
-            empty_patch_entropy_weight=option(options, "empty_patch_entropy_weight", 3.0),
+            focal_gamma=options.focal_gamma,
+            entropy_weight=options.entropy_weight,
+            empty_patch_entropy_weight=options.empty_patch_entropy_weight,
         )
 
     def forward(self, batch: dict[str, torch.Tensor], epoch: int) -> LossOutput:

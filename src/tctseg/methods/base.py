@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import nn
 
-from tctseg.network import SegmentationNetwork
+from tctseg.network import SegmentationNetwork, UNet3D
 
 if TYPE_CHECKING:
     from tctseg.config import Config
@@ -35,7 +35,7 @@ class Method(nn.Module):
     description: ClassVar[str] = ""
     # The one place that says how a method's output is read. False: one softmax over N+1
     # classes (``predict_logits``), scored on the argmax label map. True (DoDNet, CLIP-Driven,
-    # Hermes: :class:`~tctseg.methods.dodnet.TaskPromptedMethod`): one sigmoid per class
+    # Hermes: :class:`~tctseg.methods.task_prompted.TaskPromptedMethod`): one sigmoid per class
     # (``task_logits`` ``[B, N, *S]``); inference blends σ per task and ``run``/``compare``
     # score each task's mask σ > ½ on its own, overlaps allowed, as their authors do.
     task_prompted: ClassVar[bool] = False
@@ -73,3 +73,10 @@ def build_network(config: Config, aux_heads: bool) -> SegmentationNetwork:
         norm=net.norm,
         aux_heads=aux_heads,
     )
+
+
+def build_backbone(config: Config) -> UNet3D:
+    """The same shared 3D U-Net without heads (the task-prompted methods add their own), sized
+    by ``config.network``."""
+    net = config.network
+    return UNet3D(1, net.width, net.depth, net.norm)

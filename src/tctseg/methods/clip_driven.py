@@ -23,7 +23,8 @@ BCE is the voxel mean (``BCEWithLogitsLoss``). The Dice is the official ``Binary
 as ``DiceLoss`` calls it, on one ``[X, Y, Z]`` volume: it flattens to ``[X, Y·Z]`` and so
 computes one Dice per slice along the first spatial axis (x, sagittal, in the RAS volumes both
 pipelines use) and averages the slices; the smoothing 1 is in the denominator only, so a
-slice without the organ contributes a constant 1 (:func:`official_task_losses`). (The stored
+slice without the organ contributes a constant 1
+(:func:`tctseg.losses.binary_task.official_task_losses`). (The stored
 revision 937725b of ``utils/loss.py`` flattens with ``view(-1)`` and then sums over dim 1,
 which cannot run; the runnable revision, followed here, flattens with ``view(shape[0], -1)``.)
 
@@ -47,7 +48,7 @@ What still differs from the official code:
   and the head its last decoder features (F = width), where the official reads the deepest
   features (768 or 512 channels) and the last decoder stage (48 or 64).
 - GroupNorm has 16 groups as in the official code, fewer when the channels are not a
-  multiple of 16 (a CPU-sized width 8 gets 8 groups: :func:`~tctseg.methods.dodnet.group_norm`).
+  multiple of 16 (a CPU-sized width 8 gets 8 groups: :func:`~tctseg.methods.task_prompted.group_norm`).
 - Only this config's N classes are prompted; the official model runs all 32 of its classes
   and the loss keeps the annotated ones (the other 32 − N heads only cost time).
 - The controller is a linear layer (the official 1×1×1 convolution on a 1×1×1 map is the
@@ -71,47 +72,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tctseg.losses.dice import one_hot_masks
-from tctseg.methods.base import LossOutput
-from tctseg.methods.dodnet import (
+from tctseg.losses.binary_task import official_task_losses
+from tctseg.methods.base import LossOutput, build_backbone
+from tctseg.methods.options import read_options
+from tctseg.methods.registry import register_method
+from tctseg.methods.task_prompted import (
     ControlledDynamicHeads,
+    DynamicHeadOptions,
     TaskPromptedMethod,
     backbone_forward,
-    build_backbone,
     group_norm,
 )
-from tctseg.methods.me import option
-from tctseg.methods.registry import register_method
 from tctseg.methods.text_embeddings import text_embeddings_for
 from tctseg.network import UNet3D
 
 VISION_CHANNELS = 256  # the official width of the image and text codes
-DICE_SMOOTH = 1.0  # BinaryDiceLoss(smooth=1), in the denominator only
-
-
-def official_task_losses(
-    task_logits: torch.Tensor, labels: torch.Tensor, annotated: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """CLIP-Driven's BCE and Dice loss (module docstring), means over the annotated pairs.
-
-    Args:
-        task_logits: ``[B, N, X, Y, Z]``, ``[:, c-1]`` the logit of class c.
-        labels: ``[B, X, Y, Z]`` global ids; annotated: ``[B, N]`` bool.
-    Returns:
-        ``(bce, dice_loss)``, each 0 when no pair is annotated.
-    """
-    n = task_logits.shape[1]
-    logits = task_logits.float()
-    target = one_hot_masks(labels.long(), n + 1, logits.dtype)[:, 1:]  # [B, N, X, Y, Z]
-    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").flatten(2).mean(2)  # [B, N]
-    probs = torch.sigmoid(logits)
-    slice_dims = tuple(range(3, logits.ndim))  # one Dice per slice along the first spatial axis
-    overlap = (probs * target).sum(slice_dims)
-    total = probs.sum(slice_dims) + target.sum(slice_dims) + DICE_SMOOTH
-    dice_loss = (1.0 - 2.0 * overlap / total).mean(2)  # [B, N]
-    mask = annotated.to(logits.dtype)
-    count = mask.sum().clamp_min(1.0)
-    return (bce * mask).sum() / count, (dice_loss * mask).sum() / count
 
 
 @register_method
@@ -147,7 +122,8 @@ class CLIPDrivenMethod(TaskPromptedMethod):
     def from_config(cls, config) -> CLIPDrivenMethod:
         options = config.method.options
         embeddings = text_embeddings_for(config.classes, options)
-        return cls(build_backbone(config), embeddings, option(options, "head_channels", 8, int))
+        head = read_options(DynamicHeadOptions, options)
+        return cls(build_backbone(config), embeddings, head.head_channels)
 
     def task_logits(self, image: torch.Tensor, batch: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         bottleneck, features = backbone_forward(self.network, image)

@@ -31,8 +31,9 @@ scales, and a prototype head that gives one binary map per task:
   Linear → M modality logits. Not used at inference.
 * **Loss** (official ``train.py``): ``BCE + adaptive Tversky-Dice + 0.01 · CE(modality)``.
   BCE: per (sample, annotated task) mean over voxels, then the mean over those pairs
-  (``BinaryCrossEntropyLoss``). Adaptive Tversky-Dice (:func:`adaptive_tversky_dice_loss`,
-  ``BinaryDiceLoss``): ``1 − TP / (TP + α·FP + (1−α)·FN + ε)`` with
+  (``BinaryCrossEntropyLoss``). Adaptive Tversky-Dice
+  (:func:`tctseg.losses.binary_task.adaptive_tversky_dice_loss`, ``BinaryDiceLoss``):
+  ``1 − TP / (TP + α·FP + (1−α)·FN + ε)`` with
   ``α = clamp(FP / (FP + FN + ε), 0.2, 0.8)`` per pair, ε = 1e-6. 0.01: ``loss_mod_weight``.
 * **Scoring.** As DoDNet (``task_prompted``): each task's mask ``σ(z_c) > ½`` is evaluated on
   its own in ``tctseg run``/``compare``, overlaps allowed; the label map ``tctseg predict``
@@ -73,10 +74,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from tctseg.errors import ConfigError
-from tctseg.methods.base import LossOutput
-from tctseg.methods.dodnet import TaskPromptedMethod, backbone_forward, binary_task_losses, build_backbone
-from tctseg.methods.me import option
+from tctseg.losses.binary_task import adaptive_tversky_dice_loss, binary_task_losses
+from tctseg.methods.base import LossOutput, build_backbone
+from tctseg.methods.options import option
 from tctseg.methods.registry import register_method
+from tctseg.methods.task_prompted import TaskPromptedMethod, backbone_forward
 from tctseg.network import UNet3D
 
 DEFAULT_MODALITIES = ("CT", "MR")
@@ -84,32 +86,6 @@ DEFAULT_MODALITIES = ("CT", "MR")
 MODALITY_TOKENS = 10
 # official config/universal/hermes_resunet_3d.yaml: loss_mod_weight
 MODALITY_LOSS_WEIGHT = 0.01
-# official training/losses.py BinaryDiceLoss: α = FP / (FP + FN + ε) clamped to [0.2, 0.8], ε = 1e-6
-TVERSKY_ALPHA_RANGE = (0.2, 0.8)
-TVERSKY_EPS = 1e-6
-
-
-def adaptive_tversky_dice_loss(task_logits: torch.Tensor, labels: torch.Tensor, annotated: torch.Tensor) -> torch.Tensor:
-    """Hermes' adaptive Tversky-Dice (official ``training/losses.py``, ``BinaryDiceLoss``).
-
-    Per (sample b, task c) with p = σ(z), y = [labels = c], sums over the voxels:
-    ``TP = Σ p·y``, ``FP = Σ p·(1−y)``, ``FN = Σ (1−p)·y``,
-    ``α = clamp(FP / (FP + FN + ε), 0.2, 0.8)``, ``β = 1 − α``,
-    ``loss_bc = 1 − TP / (TP + α·FP + β·FN + ε)``; the mean over the annotated pairs.
-    As in the official code α is not detached (its gradient flows inside the clamp range).
-
-    task_logits ``[B, N, *S]``, labels ``[B, *S]``, annotated ``[B, N]`` bool → scalar (0 without pairs).
-    """
-    n = task_logits.shape[1]
-    p = torch.sigmoid(task_logits.float()).flatten(2)  # [B, N, V]
-    y = F.one_hot(labels.long(), n + 1).movedim(-1, 1)[:, 1:].flatten(2).to(p.dtype)
-    tp = (p * y).sum(2)
-    fp = (p * (1 - y)).sum(2)
-    fn = ((1 - p) * y).sum(2)
-    alpha = (fp / (fp + fn + TVERSKY_EPS)).clamp(*TVERSKY_ALPHA_RANGE)
-    loss = 1 - tp / (tp + alpha * fp + (1 - alpha) * fn + TVERSKY_EPS)  # [B, N]
-    mask = annotated.to(loss.dtype)
-    return (loss * mask).sum() / mask.sum().clamp_min(1.0)
 
 
 class FusionBlock(nn.Module):

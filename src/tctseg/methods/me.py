@@ -28,6 +28,9 @@ Per sample b with annotated set Φ_b (SPEC "Notation"), ``p`` the softmax of the
 
 Options: ``method.options.exclusion_weight`` (λ_ex, 2).
 
+The loss functions: :mod:`tctseg.losses.marginal` (marginal CE and batch Dice) and
+:mod:`tctseg.losses.exclusion`.
+
 What remains different from the official code, and why:
 
 * **Probabilities, not logits.** The official ``merge_prediction`` adds the *logits* of the
@@ -54,135 +57,22 @@ Inference: the main head's N+1 logits, as TAL.
 
 from __future__ import annotations
 
-import math
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 
-from tctseg.errors import ConfigError
-from tctseg.losses import EPSILON
-from tctseg.losses.dice import one_hot_masks
+from tctseg.losses.exclusion import exclusion_dice
+from tctseg.losses.marginal import marginal_batch_dice_loss, marginal_cross_entropy
 from tctseg.methods.base import LossOutput, Method, build_network
+from tctseg.methods.options import read_options
 from tctseg.methods.registry import register_method
 
 
-def option(options: dict[str, Any], key: str, default: Any, kind: type = float) -> Any:
-    """``method.options[key]`` as ``kind`` (default when absent); ConfigError naming the key."""
-    value = options.get(key, default)
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"method.options.{key}: expected {kind.__name__}, got {value!r}") from None
+@dataclass(frozen=True)
+class MEOptions:
+    """``method.options`` of ME."""
 
-
-def marginal_log_probs(logits: torch.Tensor, annotated: torch.Tensor) -> torch.Tensor:
-    """Log of the marginal probabilities ``q`` of a partially labeled sample.
-
-    ``log q^0 = logsumexp(log p^0, log p^n for n ∉ Φ)``, ``log q^c = log p^c`` for c ∈ Φ;
-    channels of classes not in Φ are left as ``log p^c`` (no label of the sample is c).
-
-    Args:
-        logits: ``[B, N+1, *S]`` main-head logits.
-        annotated: ``[B, N]`` bool.
-    Returns:
-        ``[B, N+1, *S]`` log-probabilities.
-    """
-    log_p = torch.log_softmax(logits.float(), dim=1)
-    # classes the sample annotates take no part in the merged background
-    fold = torch.cat([torch.ones_like(annotated[:, :1]), ~annotated], dim=1)
-    fold = fold.view(*fold.shape, *([1] * (logits.ndim - 2)))
-    log_q0 = torch.logsumexp(log_p.masked_fill(~fold, float("-inf")), dim=1, keepdim=True)
-    return torch.cat([log_q0, log_p[:, 1:]], dim=1)
-
-
-def marginal_cross_entropy(
-    logits: torch.Tensor, labels: torch.Tensor, annotated: torch.Tensor, gamma: float = 0.0, eps: float = 0.0
-) -> torch.Tensor:
-    """Marginal cross-entropy ``−mean_i (1 − q^{y_i})^γ · log q^{y_i}`` (γ = 0: plain CE; γ > 0:
-    focal, as AAL). Mean over the voxels of a sample, then over the batch.
-
-    Args:
-        logits: ``[B, N+1, *S]``; labels: ``[B, *S]``; annotated: ``[B, N]`` bool.
-        gamma: focal exponent.
-        eps: > 0 clamps ``q`` to ``[eps, 1 − eps]`` inside the log only (AAL's official code
-            does, with 1e-6); 0: no clamp.
-    Returns:
-        Scalar loss.
-    """
-    log_q = marginal_log_probs(logits, annotated)
-    log_q_label = log_q.gather(1, labels.long().unsqueeze(1)).squeeze(1)  # [B, *S]
-    log_term = log_q_label.clamp(math.log(eps), math.log1p(-eps)) if eps > 0 else log_q_label
-    loss = -log_term
-    if gamma:
-        loss = loss * (1.0 - log_q_label.exp()).clamp_min(0.0) ** gamma
-    return loss.flatten(1).mean(1).mean()
-
-
-def batch_dice(probs: torch.Tensor, target: torch.Tensor, include: torch.Tensor, eps: float = EPSILON) -> torch.Tensor:
-    """Batch Dice per channel over the included samples only (nnU-Net's ``batch_dice=True``).
-
-    ``dice_c = (2·Σ_{b: include[b,c]} Σ_i a·t + eps) / (Σ_{b: include[b,c]} Σ_i (a + t) + eps)``
-    — the same as nnU-Net's ``(2tp + eps) / (2tp + fp + fn + eps)``.
-
-    Args:
-        probs, target: ``[B, C, *S]``; include: ``[B, C]`` bool.
-    Returns:
-        ``[C]`` (a channel no sample includes gets eps / eps = 1).
-    """
-    weight = include.to(probs.dtype).view(*include.shape, *([1] * (probs.ndim - 2)))
-    dims = (0, *range(2, probs.ndim))
-    intersection = (probs * target * weight).sum(dims)
-    total = ((probs + target) * weight).sum(dims)
-    return (2.0 * intersection + eps) / (total + eps)
-
-
-def marginal_batch_dice_loss(main_probs: torch.Tensor, labels: torch.Tensor, annotated: torch.Tensor) -> torch.Tensor:
-    """ME's marginal Dice: ``1 − mean_c batch_dice(p^c, y^c)`` over the foreground classes c
-    that some sample of the batch annotates, each channel summed over those samples (no
-    background channel, official ``do_bg=False``).
-
-    Args:
-        main_probs: ``[B, N+1, *S]`` softmax; labels: ``[B, *S]``; annotated: ``[B, N]`` bool.
-    Returns:
-        Scalar loss.
-    """
-    n = main_probs.shape[1] - 1
-    target = one_hot_masks(labels, n + 1, main_probs.dtype)[:, 1:]
-    dice = batch_dice(main_probs[:, 1:], target, annotated)  # [N]
-    seen = annotated.any(0).to(dice.dtype)
-    return 1.0 - (dice * seen).sum() / seen.sum().clamp_min(1.0)
-
-
-def exclusion_targets(labels: torch.Tensor, annotated: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The official ``expand_gt`` foreground channels: ``e^c = 1 − y^c`` for c ∈ Φ and
-    ``e^c = 1 − y^0`` (any labeled organ) for c ∉ Φ.
-
-    Args:
-        labels: ``[B, *S]``; annotated: ``[B, N]`` bool.
-    Returns:
-        ``[B, N, *S]`` in ``dtype``.
-    """
-    n = annotated.shape[1]
-    onehot = one_hot_masks(labels, n + 1, dtype)
-    ann = annotated.view(*annotated.shape, *([1] * (labels.ndim - 1)))
-    return torch.where(ann, 1.0 - onehot[:, 1:], 1.0 - onehot[:, :1])
-
-
-def exclusion_dice(main_probs: torch.Tensor, labels: torch.Tensor, annotated: torch.Tensor) -> torch.Tensor:
-    """Exclusion Dice (minimised): ``mean_{c=1..N} batch_dice(p^c, e^c)`` summed over the
-    partially labeled samples of the batch; 0 when every sample is fully labeled.
-
-    Args:
-        main_probs: ``[B, N+1, *S]`` softmax; labels: ``[B, *S]``; annotated: ``[B, N]`` bool.
-    Returns:
-        Scalar.
-    """
-    partial = ~annotated.all(1)  # [B]
-    targets = exclusion_targets(labels, annotated, main_probs.dtype)
-    include = partial.unsqueeze(1).expand_as(annotated)
-    # no branch on partial.any(): that would wait for the GPU every step; with no partial
-    # sample every channel's batch Dice is the finite (ε)/(ε) and the factor makes it 0
-    return batch_dice(main_probs[:, 1:], targets, include).mean() * partial.any().to(main_probs.dtype)
+    exclusion_weight: float = 2.0  # λ_ex
 
 
 @register_method
@@ -197,8 +87,8 @@ class MEMethod(Method):
 
     @classmethod
     def from_config(cls, config) -> MEMethod:
-        options = config.method.options
-        return cls(build_network(config, aux_heads=False), option(options, "exclusion_weight", 2.0))
+        options = read_options(MEOptions, config.method.options)
+        return cls(build_network(config, aux_heads=False), options.exclusion_weight)
 
     def forward(self, batch: dict[str, torch.Tensor], epoch: int) -> LossOutput:
         labels, annotated = batch["labels"], batch["annotated"]

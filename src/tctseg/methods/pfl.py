@@ -15,8 +15,9 @@ Here it is three stages, run by :mod:`tctseg.training.pfl_pipeline` (``tctseg tr
 3. a FRESH network (same 3D U-Net, N+1 channels) trained on the merged labels for the full
    schedule. Its checkpoint is the PFL model; inference is one forward pass.
 
-This module holds what is a function of tensors: the loss every stage trains with and the
-merge rule. The stages (folders, trainers, resuming) are in the pipeline module.
+This module holds the merge rule and the method every stage trains (its loss:
+:mod:`tctseg.losses.dice_ce`). The stages (folders, trainers, resuming) are in the pipeline
+module.
 
 Merge rule (:func:`pseudo_full_label`), per voxel i of a case with annotated set Φ, ground
 truth y_i, and p^k_i the stage-1 network of organ k's foreground probability:
@@ -29,8 +30,8 @@ An annotated organ is never filled in: the case's labels say where it is, so y_i
 ground truth for it. Two networks both above ½ at a voxel: the more confident one wins
 (ties to the lower class id).
 
-Loss (stages 1 and 3, :func:`full_dice_ce_loss`): plain Dice over all channels (per sample,
-background included) plus cross-entropy, on labels taken as complete,
+Loss (stages 1 and 3, :func:`tctseg.losses.dice_ce.full_dice_ce_loss`): plain Dice over all
+channels (per sample, background included) plus cross-entropy, on labels taken as complete,
 ``1 − mean_{k=0..C−1} dice(p^k, [y = k]) + CE(p, y)`` — nnU-Net's loss, the usual training
 of the single-organ and the final networks. The batch's ``annotated`` mask is not used:
 the pipeline hands this method complete labels (binary organ masks in stage 1, pseudo-full
@@ -55,9 +56,8 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from tctseg.losses import soft_dice
+from tctseg.losses.dice_ce import full_dice_ce_loss
 from tctseg.methods.base import LossOutput, Method, build_network
 from tctseg.methods.registry import register_method
 
@@ -92,19 +92,6 @@ def pseudo_full_label(
         chosen[better] = class_id
         np.copyto(best, probability, where=better)
     return np.where(label != 0, label, chosen).astype(label.dtype, copy=False)
-
-
-def full_dice_ce_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Plain Dice (all C channels, per sample) and CE on complete labels.
-
-    logits ``[B, C, *S]``, labels ``[B, *S]`` in 0..C−1 → ``(dice_loss, ce)`` scalars.
-    """
-    logits = logits.float()
-    probs = torch.softmax(logits, dim=1)
-    target = F.one_hot(labels.long(), logits.shape[1]).movedim(-1, 1).to(probs.dtype)
-    dice = 1.0 - soft_dice(probs, target).mean(1).mean()
-    ce = F.cross_entropy(logits, labels.long())
-    return dice, ce
 
 
 @register_method
