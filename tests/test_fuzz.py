@@ -505,3 +505,67 @@ def test_non_finite_numbers_in_the_config_give_a_config_error(key, value):
     section, name = key.split(".")
     with pytest.raises(ConfigError, match=key):
         config_from_dict(_with(section, name, value))
+
+
+# --------------------------------------------------------------------------- hostile YAML (issue 19)
+
+
+def _billion_laughs(levels: int, under_classes: bool) -> str:
+    """``levels`` anchors, each a list of 9 aliases of the one before: 9^levels strings once expanded."""
+    values = ['&l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    values += [f"&l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels)]
+    if under_classes:  # every anchor inside a known key, so no "unknown key" can stop it early
+        return "classes:\n" + "".join(f"  - {v}\n" for v in values) + "datasets: []\n"
+    return "".join(f"l{i}: {v}\n" for i, v in enumerate(values)) + f"classes: *l{levels - 1}\ndatasets: []\n"
+
+
+HOSTILE_YAML = {
+    "recursive_anchor": ("classes: &r [liver, *r]\ndatasets: []\n", "alias *r refers to the value that anchor &r"),
+    "recursive_mapping": ("a: &m {b: *m}\n", "alias *m refers to the value that anchor &m"),
+    "billion_laughs_9": (_billion_laughs(9, False), "aliases expand to"),
+    "billion_laughs_8_under_classes": (_billion_laughs(8, True), "aliases expand to"),
+    "duplicate_top_level_key": ("classes: [liver]\ndatasets: []\nclasses: [spleen]\n",
+                                "line 3: key 'classes' is given twice (first at line 1)"),
+    "duplicate_nested_key": ("classes: [liver]\ndatasets: []\ntrain: {epochs: 2, epochs: 3}\n",
+                             "key 'epochs' is given twice"),
+    "two_documents": ("classes: [liver]\ndatasets: []\n---\nclasses: [spleen]\n",
+                      "holds more than one YAML document (another starts at line 3)"),
+    "undefined_variable": ("classes: [liver]\ndatasets: []\ncache_dir: ${TCTSEG_TEST_SURELY_UNSET_VARIABLE}/cache\n",
+                           "cache_dir: environment variable TCTSEG_TEST_SURELY_UNSET_VARIABLE is not set"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_YAML))
+def test_hostile_yaml_gives_one_line_naming_the_file_before_anything_is_built(tmp_path, monkeypatch, case):
+    """Alias bombs, recursive anchors, duplicate keys, several documents, an unset ${VAR}."""
+    text, expected = HOSTILE_YAML[case]
+    monkeypatch.delenv("TCTSEG_TEST_SURELY_UNSET_VARIABLE", raising=False)
+    path = tmp_path / f"{case}.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ") and expected in message, message
+    assert "\n" not in message
+    TRIED["hostile_yaml"] += 1
+
+
+def test_yaml_that_only_looks_hostile_still_loads(tmp_path, monkeypatch):
+    """A merge key overriding a merged key, shared anchors within the bound, set and defaulted ${VAR}s."""
+    monkeypatch.setenv("TCTSEG_TEST_CACHE", str(tmp_path / "c"))
+    monkeypatch.setenv("TCTSEG_TEST_EMPTY", "")
+    path = tmp_path / "fine.yaml"
+    path.write_text(
+        "classes: &c [liver, spleen]\n"
+        "datasets: []\n"
+        "cache_dir: ${TCTSEG_TEST_CACHE}\n"
+        "output_dir: ${TCTSEG_TEST_EMPTY:-runs/x}\n"
+        "train: &t {epochs: 2, batch_size: 1}\n"
+        "inference:\n  overlap: 0.25\n"
+    )
+    config = load_config(path)
+    assert config.classes == ["liver", "spleen"] and config.cache_dir == str(tmp_path / "c")
+    assert config.output_dir == "runs/x" and config.train.epochs == 2
+    from tctseg.config import read_yaml
+
+    assert read_yaml("a: &b {x: 1, y: 2}\nc:\n  <<: *b\n  x: 3\n") == {"a": {"x": 1, "y": 2}, "c": {"x": 3, "y": 2}}

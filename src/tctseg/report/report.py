@@ -24,10 +24,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 import tctseg
-from tctseg.errors import DataError, TctsegError
+from tctseg.config import read_yaml
+from tctseg.errors import ConfigError, DataError, TctsegError
 from tctseg.report.curves import training_curves_png
 from tctseg.report.document import Block, Heading, Image, Paragraph, Preformatted, Table, render_html, render_markdown
 from tctseg.report.overlays import class_overlays, load_index
@@ -252,8 +252,8 @@ def _read_json(path: Path) -> Any:
 
 def _read_yaml(path: Path) -> dict[str, Any] | None:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+        data = read_yaml(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ConfigError):
         return None
     return data if isinstance(data, dict) else None
 
