@@ -387,3 +387,54 @@ def test_resume_from_a_checkpoint_without_rng_state_is_refused(tmp_path):
     torch.save(state, path)
     with pytest.raises(CheckpointError, match=r"checkpoint_last.pt: cannot resume from it \(KeyError: 'rng'\)"):
         Trainer(config, tmp_path / "run", resume=True, **kwargs)
+
+
+# --------------------------------------------------------------------------- full disk for every run file (issue 19)
+
+
+def _fill_the_disk_on(target: str, monkeypatch) -> str:
+    """Make the writer of one run file fail with ENOSPC; returns the file's name in the message."""
+    import csv as csv_module
+
+    import matplotlib.figure
+    from torch.utils.tensorboard.writer import FileWriter
+
+    if target == "log.csv":
+        monkeypatch.setattr(csv_module.DictWriter, "writeheader", _disk_full)
+        return "log.csv: cannot write the training log"
+    if target == "progress.png":
+        monkeypatch.setattr(matplotlib.figure.Figure, "savefig", _disk_full)
+        return "progress.png: cannot write the progress plot"
+    monkeypatch.setattr(FileWriter, "flush", _disk_full)
+    return "tensorboard: cannot write TensorBoard events"
+
+
+@pytest.mark.parametrize("target", ["log.csv", "progress.png", "tensorboard"])
+def test_disk_full_on_a_log_file_stops_training_with_one_line_and_the_checkpoint_usable(tmp_path, monkeypatch, target):
+    train, val = memory_cases()
+    trainer = Trainer(tiny_config("tct", epochs=3), tmp_path / "run", device="cpu", train_cases=train,
+                      val_cases=val, progress=False)
+    expected = _fill_the_disk_on(target, monkeypatch)
+    with pytest.raises(OutputError) as caught:
+        trainer.fit()
+    monkeypatch.undo()
+    message = str(caught.value)
+    assert expected in message and "No space left" in message and "\n" not in message, message
+    assert load_checkpoint(tmp_path / "run" / "checkpoint_last.pt")["epoch"] == 1  # saved before the logs
+    assert not [p.name for p in (tmp_path / "run").iterdir() if ".tmp-" in p.name]
+
+
+def test_disk_full_while_writing_a_report_is_one_line_and_keeps_the_earlier_report(tmp_path, monkeypatch, capsys):
+    train, val = memory_cases()
+    run = tmp_path / "run"
+    Trainer(tiny_config("tct", epochs=1), run, device="cpu", train_cases=train, val_cases=val, progress=False).fit()
+    assert main(["report", str(run)]) == 0
+    earlier = _sha(run / "report.html")
+    monkeypatch.setattr(pathlib.Path, "write_text", _disk_full)
+    code = main(["report", str(run)])
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert code == 2 and f"tctseg report: error: {run / 'report.html'}: cannot write the report (No space left" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert _sha(run / "report.html") == earlier
+    assert not [p.name for p in run.iterdir() if ".tmp-" in p.name]

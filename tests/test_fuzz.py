@@ -569,3 +569,33 @@ def test_yaml_that_only_looks_hostile_still_loads(tmp_path, monkeypatch):
     from tctseg.config import read_yaml
 
     assert read_yaml("a: &b {x: 1, y: 2}\nc:\n  <<: *b\n  x: 3\n") == {"a": {"x": 1, "y": 2}, "c": {"x": 3, "y": 2}}
+
+
+# --------------------------------------------------------------------------- absurd resampling (issue 19)
+
+
+def test_a_scan_in_metres_or_a_micrometre_target_spacing_is_refused_before_allocating(tmp_path):
+    """Both directions: voxels of 1 m resampled to 1 mm, and 1 mm voxels resampled to 1e-6 mm."""
+    from tctseg.preprocessing import to_prepared
+
+    path = tmp_path / "metres.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((64, 64, 40), np.float32), np.diag([800.0, 800.0, 1000.0, 1.0])), path)
+    volume = load_volume(path)
+    with pytest.raises(DataError) as caught:  # 51200 x 51200 x 40000 voxels: 419 TB as float32
+        to_prepared(volume.array, volume.affine, (1.0, 1.0, 1.0), source=volume.path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: resampling its [64, 64, 40] voxels of [800.0, 800.0, 1000.0] mm") and "\n" not in message
+    assert "would need shape [51200, 51200, 40000] (1.05e+14 voxels, 4.19e+05 GB as float32)" in message
+    fine = tmp_path / "fine.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((64, 64, 40), np.float32), np.diag([0.8, 0.8, 1.0, 1.0])), fine)
+    volume = load_volume(fine)
+    with pytest.raises(DataError, match=r"fine.nii.gz: resampling .* to \[1e-06, 1e-06, 1e-06\] mm"):
+        to_prepared(volume.array, volume.affine, (1e-6, 1e-6, 1e-6), source=volume.path)
+    TRIED["hand_made"] += 2
+
+
+@pytest.mark.parametrize("spacing", [[1e-6, 1e-6, 1e-6], [1.0, 1.0, 0.001], [0.0, 1.0, 1.0]])
+def test_a_target_spacing_below_10_micrometres_is_a_config_error(spacing):
+    with pytest.raises(ConfigError, match=r"^preprocessing.spacing: every spacing must be at least 0.01 mm"):
+        config_from_dict(_with("preprocessing", "spacing", spacing))
+    TRIED["hand_made"] += 1

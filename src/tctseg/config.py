@@ -43,6 +43,9 @@ from tctseg.errors import ConfigError
 # values (scalars, lists, mappings) a config may hold once every alias is expanded; the
 # largest shipped config holds ~200, a "billion laughs" file 10^9
 MAX_YAML_VALUES = 100_000
+# the finest preprocessing.spacing accepted: 10 µm, far below any CT/MR voxel (0.3 mm and up);
+# 1e-6 mm would resample a scan to terabytes
+MIN_SPACING_MM = 0.01
 
 DATASET_FORMATS = (
     "kits19",
@@ -541,8 +544,10 @@ def _validate(config: Config) -> None:
     if not 0.0 <= m.rampup_fraction <= 1.0:
         raise ConfigError(f"method.rampup_fraction: must be in [0, 1], got {m.rampup_fraction}")
     p = config.preprocessing
-    if any(s <= 0 for s in p.spacing):
-        raise ConfigError(f"preprocessing.spacing: every spacing must be > 0, got {list(p.spacing)}")
+    if any(s < MIN_SPACING_MM for s in p.spacing):
+        raise ConfigError(
+            f"preprocessing.spacing: every spacing must be at least {MIN_SPACING_MM} mm, got {list(p.spacing)}"
+        )
     if not 0.0 <= config.inference.overlap < 1.0:
         raise ConfigError(f"inference.overlap: must be in [0, 1), got {config.inference.overlap}")
 

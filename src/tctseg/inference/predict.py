@@ -234,7 +234,7 @@ def prepare_image(volume: Volume, modality: str, config: Config) -> tuple[np.nda
 
     p = config.preprocessing
     normalised = normalise(volume.array, modality, p.ct_clip, p.mr_percentiles)
-    image, geometry = to_prepared(normalised, volume.affine, tuple(p.spacing), mode="linear")
+    image, geometry = to_prepared(normalised, volume.affine, tuple(p.spacing), mode="linear", source=volume.path)
     return np.asarray(image, dtype=np.float32), geometry
 
 

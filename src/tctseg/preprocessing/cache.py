@@ -223,7 +223,7 @@ def prepare_case(case: SourceCase, case_dir: Path, settings: dict, classes: list
     image, label = case.load()
     spacing = tuple(settings["spacing"])
     normalised = normalise(image.array, case.modality, tuple(settings["ct_clip"]), tuple(settings["mr_percentiles"]))
-    prepared_image, geometry = to_prepared(normalised, image.affine, spacing, mode="linear")  # type: ignore[arg-type]
+    prepared_image, geometry = to_prepared(normalised, image.affine, spacing, mode="linear", source=image.path)  # type: ignore[arg-type]
     prepared_label = None
     if label is not None:
         prepared_label, _ = to_prepared(label.astype(np.uint8, copy=False), image.affine, spacing, mode="nearest")  # type: ignore[arg-type]
