@@ -438,3 +438,80 @@ def test_disk_full_while_writing_a_report_is_one_line_and_keeps_the_earlier_repo
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert _sha(run / "report.html") == earlier
     assert not [p.name for p in run.iterdir() if ".tmp-" in p.name]
+
+
+# --------------------------------------------------------------------------- checkpoints that are not (issue 19)
+
+
+def _zip_bomb(tiny_checkpoint: Path, path: Path, pickle_bytes: int) -> Path:
+    """The real checkpoint's archive with its pickle replaced by ``pickle_bytes`` deflated zero bytes."""
+    import zipfile
+
+    chunk = b"\x00" * 2**22
+    with zipfile.ZipFile(tiny_checkpoint) as real, \
+            zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as bomb:
+        for member in real.infolist():
+            if member.filename.endswith("data.pkl"):
+                with bomb.open(member.filename, "w", force_zip64=True) as stream:
+                    for _ in range(pickle_bytes // len(chunk)):
+                        stream.write(chunk)
+            else:
+                bomb.writestr(member, real.read(member), compress_type=zipfile.ZIP_STORED)
+    return path
+
+
+def test_a_zip_bomb_checkpoint_is_refused_from_its_directory(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    """512 MB of pickle in a ~0.5 MB file (the issue's was 1.6 GB in 1.8 MB): refused before any byte
+    is decompressed."""
+    import tctseg.training.checkpoint as checkpoint_module
+
+    bomb = _zip_bomb(tiny_checkpoint, tmp_path / "bomb.pt", 512 * 2**20)
+    assert bomb.stat().st_size < 4 * 2**20
+    decompressed = []
+    real_load = checkpoint_module.torch.load
+    monkeypatch.setattr(checkpoint_module.torch, "load", lambda *a, **k: decompressed.append(1) or real_load(*a, **k))
+    with pytest.raises(CheckpointError, match=r"bomb.pt: refused: archive member .*data.pkl would expand from \d+ to "
+                                              r"536870912 bytes"):
+        load_checkpoint(bomb)
+    assert decompressed == []  # torch.load never saw it
+    assert main(["predict", str(bomb), str(tmp_path), str(tmp_path / "out"), "--modality", "CT"]) == 2
+    err = capsys.readouterr().err
+    assert "bomb.pt: refused: archive member" in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_oversized_stored_pickle_is_refused(tmp_path, tiny_checkpoint):
+    """A pickle member stored uncompressed but larger than any checkpoint's plain data (65 MB)."""
+    import zipfile
+
+    big = tmp_path / "big.pt"
+    with zipfile.ZipFile(tiny_checkpoint) as real, zipfile.ZipFile(big, "w") as out:
+        for member in real.infolist():
+            data = b"\x00" * (65 * 2**20) if member.filename.endswith("data.pkl") else real.read(member)
+            out.writestr(member, data, compress_type=zipfile.ZIP_STORED)
+    with pytest.raises(CheckpointError, match=r"big.pt: refused: its pickle .*data.pkl is 68157440 bytes"):
+        load_checkpoint(big)
+
+
+def _nifti_bytes(gz: bool) -> bytes:
+    image = nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4))
+    raw = image.to_bytes()
+    return __import__("gzip").compress(raw) if gz else raw
+
+
+@pytest.mark.parametrize("content,kind", [
+    (lambda: _nifti_bytes(True), "a gzip-compressed NIfTI image"),
+    (lambda: _nifti_bytes(False), "a NIfTI image"),
+    (lambda: b"\x00" * 128 + b"DICM" + b"\x00" * 200, "a DICOM file"),
+    (lambda: b"\x93NUMPY\x01\x00", "a NumPy array file (.npy)"),
+    (lambda: b"classes: [liver]\n", "a text file"),
+    (lambda: b"", "an empty file"),
+    (lambda: b"\x1f\x8b\x08\x00 cut short", "a gzip-compressed file (damaged)"),
+])
+def test_a_file_that_is_not_a_checkpoint_is_named_for_what_it_is(tmp_path, capsys, content, kind):
+    path = tmp_path / "model.pt"
+    path.write_bytes(content())
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(path)
+    assert str(caught.value) == f"{path}: not a tctseg checkpoint: {kind}"
+    assert main(["predict", str(path), str(tmp_path), str(tmp_path / "out"), "--modality", "CT"]) == 2
+    assert capsys.readouterr().err.strip() == f"tctseg predict: error: {path}: not a tctseg checkpoint: {kind}"
