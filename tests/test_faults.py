@@ -21,7 +21,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from _processes import kill_when
+from _processes import kill_when, running
 from _training_data import memory_cases, phantom_volume, tiny_config, write_run_config
 
 from tctseg.cli import main
@@ -515,3 +515,67 @@ def test_a_file_that_is_not_a_checkpoint_is_named_for_what_it_is(tmp_path, capsy
     assert str(caught.value) == f"{path}: not a tctseg checkpoint: {kind}"
     assert main(["predict", str(path), str(tmp_path), str(tmp_path / "out"), "--modality", "CT"]) == 2
     assert capsys.readouterr().err.strip() == f"tctseg predict: error: {path}: not a tctseg checkpoint: {kind}"
+
+
+# --------------------------------------------------------------------------- one process per folder (issue 19)
+
+
+def _holds_lock(folder: Path) -> bool:
+    lock = folder / ".tctseg-lock"
+    return lock.is_file() and lock.read_text(errors="replace").startswith("pid ")
+
+
+def _one_error_line(result: subprocess.CompletedProcess, command: str) -> str:
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith(f"tctseg {command}: error: ")]
+    assert result.returncode == 2 and len(errors) == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    return errors[0]
+
+
+def _lock_holder(folder: Path) -> list[str]:
+    """A separate process that takes tctseg's lock on ``folder`` and keeps it until killed."""
+    code = ("import sys, time; from tctseg.locking import folder_lock\n"
+            "with folder_lock(sys.argv[1], 'test holder'):\n    time.sleep(300)")
+    return [sys.executable, "-c", code, str(folder)]
+
+
+@pytest.mark.slow
+def test_a_second_train_on_a_running_runs_folder_is_refused_naming_the_holder(tmp_path):
+    config_path = write_run_config(tmp_path, epochs=200, iterations_per_epoch=50)
+    run = tmp_path / "run"
+    first = _tctseg("train", config_path, "--output", run, "--device", "cpu", "--no-progress")
+    with running(first, lambda: _holds_lock(run) and (run / "config.yaml").exists(), ENV) as proc:
+        for flag in ("--resume", "--overwrite"):
+            second = subprocess.run(first + [flag], env=ENV, capture_output=True, text=True, timeout=120)
+            line = _one_error_line(second, "train")
+            assert f"{run}: in use by another tctseg process (pid {proc.pid}: training run" in line, line
+        assert proc.poll() is None
+    # the first run was SIGKILLed holding the lock: the kernel released it, nothing stale is left
+    from tctseg.locking import folder_lock
+
+    with folder_lock(run, "test"):
+        pass
+    assert (run / "config.yaml").exists() and not list(run.glob("*.tmp-*"))
+
+
+@pytest.mark.parametrize("command", ["prepare", "predict"])
+def test_a_second_prepare_or_predict_on_a_locked_folder_is_refused_naming_the_holder(tmp_path, tiny_checkpoint, command):
+    from tctseg.preprocessing.cache import cache_root
+
+    config_path = write_run_config(tmp_path)
+    if command == "prepare":
+        folder = cache_root(load_config(config_path))
+        argv = _tctseg("prepare", config_path, "--quiet")
+    else:
+        scans = _write_scans(tmp_path / "scans", 1, shape=(24, 24, 12))
+        folder = tmp_path / "out"
+        argv = _tctseg("predict", tiny_checkpoint, scans, folder, "--modality", "CT", "--no-progress")
+    with running(_lock_holder(folder), lambda: _holds_lock(folder), ENV) as holder:
+        refused = subprocess.run(argv, env=ENV, capture_output=True, text=True, timeout=120)
+        line = _one_error_line(refused, command)
+        assert f"{folder}: in use by another tctseg process (pid {holder.pid}: test holder" in line, line
+    assert not [p for p in folder.iterdir() if not p.name.startswith(".")], "the refused process wrote into the folder"
+    finished = subprocess.run(argv, env=ENV, capture_output=True, text=True, timeout=300)  # holder killed: no stale lock
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert not (folder / ".tctseg-lock").exists()  # a clean exit removes the lock file

@@ -36,6 +36,7 @@ import numpy as np
 
 from tctseg.errors import ConfigError, DataError, OutputError, TctsegError
 from tctseg.inference.postprocess import keep_largest_component
+from tctseg.locking import hold_folder_lock, releases_folder_locks
 from tctseg.outputs import ensure_writable
 from tctseg.inference.sliding_window import sliding_window_probabilities
 
@@ -382,6 +383,7 @@ def check_output_dir(output_dir: Path, cases: Sequence[PredictionInput], input_f
 # --------------------------------------------------------------------------- predicting
 
 
+@releases_folder_locks
 def predict_cases(
     model: str | Path | tuple[torch.nn.Module, Config],
     inputs: Iterable[InputLike],
@@ -426,6 +428,7 @@ def predict_cases(
     input_folders = [Path(i) for i in inputs if isinstance(i, (str, Path)) and Path(i).is_dir()]
     check_output_dir(output_dir, cases, input_folders)
     ensure_writable(output_dir, "the output folder")  # a full disk shows here, before any case runs
+    hold_folder_lock(output_dir, "predictions")  # one predict per output folder, until this returns
     settings = config.inference
     task_prompted = bool(getattr(method, "task_prompted", False))  # see Method.task_prompted
     if save_task_masks and not task_prompted:

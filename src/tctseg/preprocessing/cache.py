@@ -33,6 +33,7 @@ from tctseg.config import Config, DatasetConfig, PreprocessingConfig
 from tctseg.data.conversion import SourceCase, find_cases
 from tctseg.data.conversion.common import select_cases
 from tctseg.errors import ConfigError, DataError, OutputError, TctsegError
+from tctseg.locking import folder_lock
 from tctseg.outputs import ensure_writable
 from tctseg.preprocessing.geometry import to_prepared
 from tctseg.preprocessing.intensity import normalise
@@ -107,6 +108,13 @@ def prepare(
     selected = _select_datasets(config, roles, datasets)
     root = cache_root(config)
     ensure_writable(root, "the prepared cache")
+    with folder_lock(root, "prepared cache"):  # one prepare per cache folder at a time
+        return _prepare_locked(config, selected, root, workers, progress)
+
+
+def _prepare_locked(
+    config: Config, selected: list[DatasetConfig], root: Path, workers: int | None, progress: bool
+) -> list[PreparedCase]:
     settings = settings_of(config.preprocessing)
     todo: list[tuple[SourceCase, Path]] = []
     order: list[tuple[DatasetConfig, Path]] = []
