@@ -599,3 +599,101 @@ def test_a_target_spacing_below_10_micrometres_is_a_config_error(spacing):
     with pytest.raises(ConfigError, match=r"^preprocessing.spacing: every spacing must be at least 0.01 mm"):
         config_from_dict(_with("preprocessing", "spacing", spacing))
     TRIED["hand_made"] += 1
+
+
+# --------------------------------------------------------------------------- DICOM geometry (issue 19)
+
+REAL_SERIES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ct-example" / "dicom_series"
+
+
+def _edited_series(folder: Path, edit) -> Path:
+    """A copy of the real 20-slice CT series with ``edit(slices)`` applied; ``slices``: [(path, dataset)] by position."""
+    import shutil
+
+    import pydicom
+
+    shutil.copytree(REAL_SERIES, folder)
+    slices = [(p, pydicom.dcmread(p)) for p in sorted(folder.iterdir())]
+    slices.sort(key=lambda s: float(s[1].ImagePositionPatient[2]))
+    changed = edit(slices)
+    for path, dataset in slices:
+        if path in changed:
+            dataset.save_as(path)
+    return folder
+
+
+def _drop_slice(slices):
+    slices[9][0].unlink()
+    return []
+
+
+def _shift(axis: int, mm: float):
+    def edit(slices):
+        position = [float(v) for v in slices[9][1].ImagePositionPatient]
+        position[axis] += mm
+        slices[9][1].ImagePositionPatient = position
+        return [slices[9][0]]
+    return edit
+
+
+def _oblique_slice(slices):
+    angle = np.deg2rad(10)
+    slices[9][1].ImageOrientationPatient = [1, 0, 0, 0, float(np.cos(angle)), float(np.sin(angle))]
+    return [slices[9][0]]
+
+
+def _without_positions(which: str):
+    def edit(slices):
+        chosen = slices if which == "all" else slices[9:10]
+        for _, dataset in chosen:
+            del dataset.ImagePositionPatient
+        return [path for path, _ in chosen]
+    return edit
+
+
+def _duplicate_position(slices):
+    slices[10][1].ImagePositionPatient = list(slices[9][1].ImagePositionPatient)
+    return [slices[10][0]]
+
+
+BROKEN_SERIES = {
+    "missing_slice": (_drop_slice, r"slices \S+ and \S+ are 4.000 mm apart, the series' other slices 2.000 mm \(about 1 slice\(s\) missing"),
+    "slice_shifted_5mm_along_the_stack": (_shift(2, 5.0), r"are \d.\d+ mm apart, the series' other slices 2.000 mm"),
+    "slice_shifted_5mm_in_plane": (_shift(0, 5.0), r"slice \S+ is shifted 5 mm within its plane"),
+    "one_oblique_slice": (_oblique_slice, r"slice \S+ has orientation \[1, 0, 0, 0, 0.9848, 0.1736\], slice \S+ \[1, 0, 0, 0, 1, 0\]"),
+    "no_positions": (_without_positions("all"), r"slice \S+ has no valid ImagePositionPatient"),
+    "one_slice_without_position": (_without_positions("one"), r"slice \S+ has no valid ImagePositionPatient"),
+    "two_slices_at_one_position": (_duplicate_position, r"slices \S+ and \S+ are at the same position"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_SERIES))
+def test_dicom_series_with_wrong_geometry_is_refused_naming_series_and_slice(tmp_path, case):
+    """Each series built from the real one; ITK alone would read every one of them in silence."""
+    edit, expected = BROKEN_SERIES[case]
+    folder = _edited_series(tmp_path / "series", edit)
+    before = _digest(folder)
+    with pytest.raises(DataError) as caught:
+        load_volume(folder)
+    message = str(caught.value)
+    assert message.startswith(f"{folder}: ") and "\n" not in message, message
+    assert __import__("re").search(expected, message), message
+    assert _digest(folder) == before
+    TRIED["dicom_geometry"] += 1
+
+
+def test_the_real_dicom_series_and_a_consistently_oblique_copy_still_load(tmp_path):
+    volume = load_volume(_edited_series(tmp_path / "plain", lambda slices: []))
+    assert volume.shape == (512, 512, 20) and np.allclose(volume.spacing, (0.9765625, 0.9765625, 2.0))
+
+    def tilt_everything(slices):  # the whole series rotated 10° about x: oblique, but one regular grid
+        angle = np.deg2rad(10)
+        row, column = np.array([1.0, 0, 0]), np.array([0, np.cos(angle), np.sin(angle)])
+        normal = np.cross(row, column)
+        for i, (_, dataset) in enumerate(slices):
+            dataset.ImageOrientationPatient = [*row, *column]
+            dataset.ImagePositionPatient = list(np.array([-250.0, -437.5, -804.5]) + 2.0 * i * normal)
+        return [path for path, _ in slices]
+
+    tilted = load_volume(_edited_series(tmp_path / "tilted", tilt_everything))
+    assert np.allclose(tilted.spacing, (0.9765625, 0.9765625, 2.0), atol=1e-4)

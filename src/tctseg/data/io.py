@@ -20,6 +20,7 @@ from typing import Iterable
 import nibabel as nib
 import numpy as np
 
+from tctseg.data.dicom_geometry import check_series_geometry
 from tctseg.errors import DataError, OutputError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -236,7 +237,8 @@ def itk_to_ras_affine(image) -> np.ndarray:
 def _read_dicom_series(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     import SimpleITK as sitk
 
-    image, _ = read_dicom_series_itk(folder)
+    image, files = read_dicom_series_itk(folder)
+    check_series_geometry(folder, files)  # ITK would average a gap or invent 1 mm without a word
     if image.GetDimension() != 3:
         raise DataError(f"{folder}: DICOM series is {image.GetDimension()}D, expected 3D")
     # ITK arrays are [k, j, i]; transposed to [i, j, k] to match the affine's column order
