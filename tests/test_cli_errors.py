@@ -138,6 +138,29 @@ def test_a_scan_in_metres_is_reported_and_the_scans_after_it_are_still_predicted
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_good.nii.gz", "c_good.nii.gz", "index.json"]
 
 
+def test_a_sheared_scan_is_predicted_with_one_warning_line_naming_it(tmp_path, capsys):
+    from _training_data import memory_cases, tiny_config
+
+    from tctseg.training import Trainer
+
+    train, _ = memory_cases()
+    Trainer(tiny_config(epochs=1, iterations_per_epoch=1), tmp_path / "run", device="cpu", train_cases=train,
+            val_cases=[], progress=False).fit()
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    affine = np.diag([1.0, 1.0, 3.0, 1.0])
+    affine[0, 2] = 0.75  # the slice axis leans 14° into x
+    nib.save(nib.Nifti1Image(np.zeros((24, 24, 12), np.float32), affine), scans / "sheared.nii.gz")
+    code = main(["predict", str(tmp_path / "run" / "checkpoint_last.pt"), str(scans), str(tmp_path / "out"),
+                 "--modality", "CT", "--no-progress"])
+    out = capsys.readouterr()
+    assert code == 0
+    warned = [line for line in out.err.splitlines() if "sheared" in line]
+    assert len(warned) == 1, out.err
+    assert warned[0].startswith(f"tctseg predict: warning: {scans / 'sheared.nii.gz'}: the affine is sheared (voxel axes 14°")
+    assert np.allclose(nib.load(tmp_path / "out" / "sheared.nii.gz").affine, affine)  # written on the scan's own grid
+
+
 def test_the_installed_command_prints_no_traceback_unless_debug(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
     bad = tmp_path / "bad.yaml"

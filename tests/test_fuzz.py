@@ -697,3 +697,55 @@ def test_the_real_dicom_series_and_a_consistently_oblique_copy_still_load(tmp_pa
 
     tilted = load_volume(_edited_series(tmp_path / "tilted", tilt_everything))
     assert np.allclose(tilted.spacing, (0.9765625, 0.9765625, 2.0), atol=1e-4)
+
+
+# --------------------------------------------------------------------------- ambiguous geometry, KiTS19 without images (issue 19)
+
+
+def test_qform_sform_disagreement_and_shear_warn_once_naming_the_file(tmp_path):
+    import warnings
+
+    from tctseg.errors import GeometryWarning
+
+    disagree = tmp_path / "disagree.nii.gz"
+    image = nib.Nifti1Image(np.zeros((6, 5, 4), np.float32), np.diag([0.8, 0.8, 2.5, 1.0]))
+    qform = np.diag([0.8, 0.8, 2.5, 1.0])
+    qform[:3, 3] = [10.0, 0.0, 0.0]  # the qform 10 mm off the sform
+    image.set_qform(qform, code=1)
+    image.set_sform(np.diag([0.8, 0.8, 2.5, 1.0]), code=1)
+    nib.save(image, disagree)
+    sheared = tmp_path / "sheared.nii.gz"
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    affine[0, 2] = 0.5  # the slice axis leans 14° into x
+    nib.save(nib.Nifti1Image(np.zeros((6, 5, 4), np.float32), affine), sheared)
+    plain = _valid_nifti(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for _ in range(3):  # once per file, however often it is read
+            volume = load_volume(disagree)
+            load_volume(sheared)
+            load_volume(plain)
+    messages = [str(w.message) for w in caught if issubclass(w.category, GeometryWarning)]
+    assert len(messages) == 2, messages
+    assert messages[0].startswith(f"{disagree}: the header's qform and sform disagree (origins 10 mm apart")
+    assert "tctseg uses the sform" in messages[0] and np.allclose(volume.affine, np.diag([0.8, 0.8, 2.5, 1.0]))
+    assert messages[1].startswith(f"{sheared}: the affine is sheared (voxel axes 14° off perpendicular)")
+    TRIED["hand_made"] += 2
+
+
+def test_a_kits19_folder_without_images_is_one_line(tmp_path):
+    import shutil
+
+    from tctseg.data.conversion import kits19
+
+    source = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kits19-labels"
+    root = tmp_path / "kits19"
+    for case in sorted(source.iterdir())[:3]:  # real label folders, as a clone without get_imaging.py has them
+        shutil.copytree(case, root / case.name)
+    dataset = DatasetConfig(name="kits", format="kits19", path=str(root))
+    with pytest.raises(DataError) as caught:
+        kits19.find_cases(dataset, ["kidney"])
+    message = str(caught.value)
+    assert message.startswith(f"{root}: 3 of 3 KiTS19 case folders hold no imaging.nii.gz (first: case_00000)")
+    assert "get_imaging.py" in message and "\n" not in message
+    TRIED["hand_made"] += 1

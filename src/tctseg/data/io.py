@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ import nibabel as nib
 import numpy as np
 
 from tctseg.data.dicom_geometry import check_series_geometry
-from tctseg.errors import DataError, OutputError
+from tctseg.errors import DataError, GeometryWarning, OutputError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 # 2^31 voxels (8 GiB as float32): far above any CT/MR scan (512×512×1000 is 2.6e8); a header
@@ -30,6 +31,8 @@ MAX_VOXELS = 2**31
 # deflate cannot compress better than about 1032:1, so a .nii.gz of n bytes holds at most this many
 GZIP_MAX_RATIO = 1100
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+# |cos| of the angle between two voxel axes above which an affine counts as sheared (~0.06°)
+SHEAR_TOLERANCE = 1e-3
 
 
 @dataclass
@@ -150,6 +153,7 @@ def _read_nifti(path: Path, integer: bool) -> tuple[np.ndarray, np.ndarray]:
         else:
             array = image.get_fdata(dtype=np.float32)
         affine = np.asarray(image.affine, dtype=np.float64)
+        warn_about_geometry(image, affine, path)
     except (
         nib.filebasedimages.ImageFileError,
         nib.spatialimages.HeaderDataError,
@@ -201,6 +205,32 @@ def _check_header(image, path: Path) -> None:
             f"{path}: header claims shape {shape} ({needed} bytes of voxels), but the file can hold at most "
             f"{available} bytes; it is truncated or its header is corrupt"
         )
+
+
+def warn_about_geometry(image, affine: np.ndarray, path: Path) -> None:
+    """Warn (GeometryWarning, once per file) when the qform and sform disagree, or the affine is sheared."""
+    header = image.header
+    if "qform_code" in header and "sform_code" in header:
+        qform, qcode = header.get_qform(coded=True)
+        sform, scode = header.get_sform(coded=True)
+        # 1e-3 mm, as check_same_grid: tools round the two forms differently
+        if qcode and scode and not np.allclose(qform, sform, atol=1e-3, rtol=1e-4):
+            offset = float(np.abs(qform[:3, 3] - sform[:3, 3]).max())
+            warnings.warn(GeometryWarning(
+                f"{path}: the header's qform and sform disagree (origins {offset:.3g} mm apart, or other axes); "
+                "tctseg uses the sform, as nibabel does"
+            ), stacklevel=2)
+    lengths = np.linalg.norm(affine[:3, :3], axis=0)
+    if not (np.isfinite(affine).all() and (lengths > 0).all()):
+        return  # a singular or non-finite affine is refused by _check_affine
+    columns = affine[:3, :3] / lengths
+    cosines = np.abs(columns.T @ columns - np.eye(3))
+    if cosines.max() > SHEAR_TOLERANCE:
+        degrees = float(np.degrees(np.arcsin(min(1.0, cosines.max()))))
+        warnings.warn(GeometryWarning(
+            f"{path}: the affine is sheared (voxel axes {degrees:.2g}° off perpendicular); tctseg resamples along "
+            "the voxel axes and writes predictions with this same affine, so they still overlay the scan"
+        ), stacklevel=2)
 
 
 def read_dicom_series_itk(folder: Path):
