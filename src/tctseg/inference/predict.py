@@ -469,6 +469,7 @@ def predict_cases(
                     device=device,
                     channels_last=config.network.channels_last,
                     task_probabilities=task_prompted,
+                    progress=progress,  # a bar across the windows: a whole-body CT has ~100 of them
                 ).numpy()
                 labels, scaled, masks = labels_in_original_space(
                     probs, geometry, want_probabilities=save_probabilities,
