@@ -153,6 +153,7 @@ def _read_nifti(path: Path, integer: bool) -> tuple[np.ndarray, np.ndarray]:
         else:
             array = image.get_fdata(dtype=np.float32)
         affine = np.asarray(image.affine, dtype=np.float64)
+        _check_affine(affine, path)  # a singular affine is refused, not warned about
         warn_about_geometry(image, affine, path)
     except (
         nib.filebasedimages.ImageFileError,
@@ -220,10 +221,7 @@ def warn_about_geometry(image, affine: np.ndarray, path: Path) -> None:
                 f"{path}: the header's qform and sform disagree (origins {offset:.3g} mm apart, or other axes); "
                 "tctseg uses the sform, as nibabel does"
             ), stacklevel=2)
-    lengths = np.linalg.norm(affine[:3, :3], axis=0)
-    if not (np.isfinite(affine).all() and (lengths > 0).all()):
-        return  # a singular or non-finite affine is refused by _check_affine
-    columns = affine[:3, :3] / lengths
+    columns = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)  # non-singular: checked before
     cosines = np.abs(columns.T @ columns - np.eye(3))
     if cosines.max() > SHEAR_TOLERANCE:
         degrees = float(np.degrees(np.arcsin(min(1.0, cosines.max()))))
