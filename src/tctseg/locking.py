@@ -117,7 +117,9 @@ def _acquire(path: Path, folder: Path, what: str) -> int:
 
 
 def _write_holder(fd: int, what: str) -> None:
-    command = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv[:3]))
+    program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    program = "tctseg" if program in ("__main__.py", "tctseg") else program  # `python -m tctseg` or the script
+    command = " ".join([program, *sys.argv[1:3]]).strip()
     text = f"pid {os.getpid()}: {what}" + (f", {command}" if command else "")
     with contextlib.suppress(OSError):  # the record is for messages only; the lock holds without it
         os.ftruncate(fd, 0)
