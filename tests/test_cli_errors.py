@@ -161,6 +161,31 @@ def test_a_sheared_scan_is_predicted_with_one_warning_line_naming_it(tmp_path, c
     assert np.allclose(nib.load(tmp_path / "out" / "sheared.nii.gz").affine, affine)  # written on the scan's own grid
 
 
+def test_a_dicom_series_with_a_missing_slice_is_one_line_without_itk_warnings(tmp_path, capfd):
+    """The geometry check runs before ITK reads the series, so ITK's multi-line warning never shows."""
+    import shutil
+
+    from _training_data import memory_cases, tiny_config
+
+    from tctseg.training import Trainer
+
+    train, _ = memory_cases()
+    Trainer(tiny_config(epochs=1, iterations_per_epoch=1), tmp_path / "run", device="cpu", train_cases=train,
+            val_cases=[], progress=False).fit()
+    series = tmp_path / "scans" / "gap"
+    shutil.copytree(REPO.parent / "shared" / "data" / "ct-example" / "dicom_series", series)
+    sorted(series.iterdir())[9].unlink()
+    capfd.readouterr()
+    code = main(["predict", str(tmp_path / "run" / "checkpoint_last.pt"), str(tmp_path / "scans"), str(tmp_path / "out"),
+                 "--modality", "CT", "--no-progress"])
+    out = capfd.readouterr()  # file descriptors: ITK writes its warnings from C++
+    assert code == 1 and "1 failed" in out.out
+    assert "WARNING" not in out.err and "Traceback" not in out.out + out.err, out.err
+    failed = [line for line in out.out.splitlines() if "gap" in line and "failed" in line]
+    assert failed and all("are 4.000 mm apart, the series' other slices 2.000 mm (about 1 slice(s) missing" in line
+                          for line in failed), out.out
+
+
 def test_the_installed_command_prints_no_traceback_unless_debug(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
     bad = tmp_path / "bad.yaml"

@@ -232,7 +232,10 @@ def warn_about_geometry(image, affine: np.ndarray, path: Path) -> None:
 
 
 def read_dicom_series_itk(folder: Path):
-    """The SimpleITK image of the one DICOM series in ``folder`` plus its slice file names (in ITK order)."""
+    """The SimpleITK image of the one DICOM series in ``folder`` plus its slice file names (in ITK order).
+
+    The slices' positions and orientations are checked first (:mod:`tctseg.data.dicom_geometry`).
+    """
     import SimpleITK as sitk
 
     reader = sitk.ImageSeriesReader()
@@ -245,6 +248,8 @@ def read_dicom_series_itk(folder: Path):
     if len(series) > 1:
         raise DataError(f"{folder}: holds {len(series)} DICOM series; put each series in its own folder")
     files = reader.GetGDCMSeriesFileNames(str(folder), series[0])
+    # before ITK reads it: ITK would average a gap or invent 1 mm, with only a multi-line warning
+    check_series_geometry(folder, files)
     reader.SetFileNames(files)
     try:
         image = reader.Execute()
@@ -265,8 +270,7 @@ def itk_to_ras_affine(image) -> np.ndarray:
 def _read_dicom_series(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     import SimpleITK as sitk
 
-    image, files = read_dicom_series_itk(folder)
-    check_series_geometry(folder, files)  # ITK would average a gap or invent 1 mm without a word
+    image, _ = read_dicom_series_itk(folder)  # its slice geometry checked
     if image.GetDimension() != 3:
         raise DataError(f"{folder}: DICOM series is {image.GetDimension()}D, expected 3D")
     # ITK arrays are [k, j, i]; transposed to [i, j, k] to match the affine's column order
