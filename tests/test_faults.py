@@ -533,11 +533,11 @@ def _one_error_line(result: subprocess.CompletedProcess, command: str) -> str:
     return errors[0]
 
 
-def _lock_holder(folder: Path) -> list[str]:
-    """A separate process that takes tctseg's lock on ``folder`` and keeps it until killed."""
+def _lock_holder(folder: Path, seconds: float = 300) -> list[str]:
+    """A separate process that takes tctseg's lock on ``folder`` and keeps it ``seconds`` (or until killed)."""
     code = ("import sys, time; from tctseg.locking import folder_lock\n"
-            "with folder_lock(sys.argv[1], 'test holder'):\n    time.sleep(300)")
-    return [sys.executable, "-c", code, str(folder)]
+            "with folder_lock(sys.argv[1], 'test holder'):\n    time.sleep(float(sys.argv[2]))")
+    return [sys.executable, "-c", code, str(folder), str(seconds)]
 
 
 @pytest.mark.slow
@@ -579,3 +579,23 @@ def test_a_second_prepare_or_predict_on_a_locked_folder_is_refused_naming_the_ho
     finished = subprocess.run(argv, env=ENV, capture_output=True, text=True, timeout=300)  # holder killed: no stale lock
     assert finished.returncode == 0, finished.stdout + finished.stderr
     assert not (folder / ".tctseg-lock").exists()  # a clean exit removes the lock file
+
+
+def test_a_training_waits_for_the_prepare_holding_its_cache_instead_of_failing(tmp_path, capsys):
+    """``prepare(wait_for_lock=True)``, what train and run use: says whom it waits for, then prepares."""
+    from tctseg.preprocessing.cache import cache_root, prepare
+
+    config = load_config(write_run_config(tmp_path))
+    folder = cache_root(config)
+    holder = subprocess.Popen(_lock_holder(folder, seconds=3), env=ENV)
+    try:
+        while not _holds_lock(folder):
+            assert holder.poll() is None
+        cases = prepare(config, roles=("train", "validation"), progress=False, workers=1, wait_for_lock=True)
+        assert holder.poll() is not None, "prepare ran while another process held the cache"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert len(cases) == 3
+    assert f"{folder}: in use by another tctseg process (pid {holder.pid}: test holder" in capsys.readouterr().err
+    assert not (folder / ".tctseg-lock").exists()

@@ -32,12 +32,14 @@ _HELD: contextvars.ContextVar[list | None] = contextvars.ContextVar("tctseg_held
 
 
 @contextlib.contextmanager
-def folder_lock(folder: str | Path, what: str) -> Iterator[Path]:
+def folder_lock(folder: str | Path, what: str, wait: bool = False) -> Iterator[Path]:
     """Hold an exclusive lock on ``folder`` (created if missing) for the ``with`` block.
 
     ``what`` names the work in messages ("training run", "prepared cache"). Raises
     :class:`OutputError` ``"<folder>: in use by another tctseg process (pid N: ...)"`` when
-    another process holds it, or when the folder cannot be created. Yields the lock file.
+    another process holds it, or when the folder cannot be created. With ``wait``, says so on
+    stderr and waits for the holder instead (for work that is one step of a bigger one, e.g.
+    the cache a training prepares). Yields the lock file.
     """
     folder = Path(folder)
     try:
@@ -45,7 +47,7 @@ def folder_lock(folder: str | Path, what: str) -> Iterator[Path]:
     except OSError as e:
         raise OutputError(f"{folder}: cannot create the folder for the {what} ({e.strerror or e})") from None
     path = folder / LOCK_NAME
-    fd = _acquire(path, folder, what)
+    fd = _acquire(path, folder, what, wait)
     try:
         yield path
     finally:
@@ -89,7 +91,7 @@ def _release(path: Path, fd: int) -> None:
     os.close(fd)
 
 
-def _acquire(path: Path, folder: Path, what: str) -> int:
+def _acquire(path: Path, folder: Path, what: str, wait: bool = False) -> int:
     while True:
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -98,13 +100,22 @@ def _acquire(path: Path, folder: Path, what: str) -> int:
         try:
             fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
-            holder = _read_holder(fd) if e.errno in (errno.EACCES, errno.EAGAIN) else None
-            os.close(fd)
-            if holder is None:
+            busy = e.errno in (errno.EACCES, errno.EAGAIN)
+            holder = _read_holder(fd) if busy else ""
+            if not (busy and wait):
+                os.close(fd)
+                if busy:
+                    raise OutputError(
+                        f"{folder}: in use by another tctseg process ({holder}); wait for it to finish or choose "
+                        "another folder"
+                    ) from None
                 raise OutputError(f"{folder}: cannot lock the folder for the {what} ({e.strerror or e})") from None
-            raise OutputError(
-                f"{folder}: in use by another tctseg process ({holder}); wait for it to finish or choose another folder"
-            ) from None
+            print(f"{folder}: in use by another tctseg process ({holder}); waiting for it", file=sys.stderr, flush=True)
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX)
+            except OSError as e:
+                os.close(fd)
+                raise OutputError(f"{folder}: cannot lock the folder for the {what} ({e.strerror or e})") from None
         # the holder before us may have unlinked the file between our open and our lock: retry on the new one
         try:
             same = os.fstat(fd).st_ino == os.stat(path).st_ino

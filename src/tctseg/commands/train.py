@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             if context.is_main:
                 from tctseg.preprocessing.cache import prepare
 
-                prepare(config, roles=("train", "validation"), progress=not args.no_progress)
+                prepare(config, roles=("train", "validation"), progress=not args.no_progress, wait_for_lock=True)
             dist_utils.barrier(context)
         trainer = Trainer(
             config,

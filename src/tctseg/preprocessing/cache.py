@@ -98,17 +98,20 @@ def prepare(
     datasets: Iterable[str] | None = None,
     workers: int | None = None,
     progress: bool = True,
+    wait_for_lock: bool = False,
 ) -> list[PreparedCase]:
     """Prepare every case of the selected datasets that is not already up to date in the cache.
 
     Cases run in parallel (``workers`` processes; default ``preprocessing.workers``). Failing
     cases are all reported in one DataError (by file) after the rest is prepared and kept.
-    Returns the prepared cases, in config order.
+    One process prepares a cache folder at a time: another one there is an OutputError
+    naming its pid, or with ``wait_for_lock`` (a training preparing its own cache) is waited
+    for. Returns the prepared cases, in config order.
     """
     selected = _select_datasets(config, roles, datasets)
     root = cache_root(config)
     ensure_writable(root, "the prepared cache")
-    with folder_lock(root, "prepared cache"):  # one prepare per cache folder at a time
+    with folder_lock(root, "prepared cache", wait=wait_for_lock):  # one prepare per cache folder at a time
         return _prepare_locked(config, selected, root, workers, progress)
 
 
