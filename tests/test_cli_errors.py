@@ -114,6 +114,78 @@ def test_a_scan_that_cannot_be_read_is_reported_by_predict_without_traceback(tmp
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.nii.gz", "index.json"]
 
 
+def test_a_scan_in_metres_is_reported_and_the_scans_after_it_are_still_predicted(tmp_path, capsys):
+    """A header with 1 m voxels would need 4e14 bytes after resampling: one line, the others predicted."""
+    from _training_data import memory_cases, tiny_config
+
+    from tctseg.training import Trainer
+
+    train, _ = memory_cases()
+    Trainer(tiny_config(epochs=1, iterations_per_epoch=1), tmp_path / "run", device="cpu", train_cases=train,
+            val_cases=[], progress=False).fit()
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for name, spacing in (("a_good", 1.0), ("b_metres", 1000.0), ("c_good", 1.0)):
+        nib.save(nib.Nifti1Image(np.zeros((24, 24, 12), np.float32), np.diag([spacing] * 3 + [1.0])), scans / f"{name}.nii.gz")
+    code = main(["predict", str(tmp_path / "run" / "checkpoint_last.pt"), str(scans), str(tmp_path / "out"),
+                 "--modality", "CT", "--no-progress"])
+    out = capsys.readouterr()
+    assert code == 1 and "2 written" in out.out and "1 failed" in out.out
+    failed = [line for line in out.out.splitlines() if "b_metres" in line]  # as it happens, and in the summary
+    assert failed and all("b_metres.nii.gz: resampling its [24, 24, 12] voxels of [1000.0, 1000.0, 1000.0] mm" in line
+                          and "would need shape [24000, 24000, 4000]" in line for line in failed), failed
+    assert "Traceback" not in out.out + out.err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_good.nii.gz", "c_good.nii.gz", "index.json"]
+
+
+def test_a_sheared_scan_is_predicted_with_one_warning_line_naming_it(tmp_path, capsys):
+    from _training_data import memory_cases, tiny_config
+
+    from tctseg.training import Trainer
+
+    train, _ = memory_cases()
+    Trainer(tiny_config(epochs=1, iterations_per_epoch=1), tmp_path / "run", device="cpu", train_cases=train,
+            val_cases=[], progress=False).fit()
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    affine = np.diag([1.0, 1.0, 3.0, 1.0])
+    affine[0, 2] = 0.75  # the slice axis leans 14° into x
+    nib.save(nib.Nifti1Image(np.zeros((24, 24, 12), np.float32), affine), scans / "sheared.nii.gz")
+    code = main(["predict", str(tmp_path / "run" / "checkpoint_last.pt"), str(scans), str(tmp_path / "out"),
+                 "--modality", "CT", "--no-progress"])
+    out = capsys.readouterr()
+    assert code == 0
+    warned = [line for line in out.err.splitlines() if "sheared" in line]
+    assert len(warned) == 1, out.err
+    assert warned[0].startswith(f"tctseg predict: warning: {scans / 'sheared.nii.gz'}: the affine is sheared (voxel axes 14°")
+    assert np.allclose(nib.load(tmp_path / "out" / "sheared.nii.gz").affine, affine)  # written on the scan's own grid
+
+
+def test_a_dicom_series_with_a_missing_slice_is_one_line_without_itk_warnings(tmp_path, capfd):
+    """The geometry check runs before ITK reads the series, so ITK's multi-line warning never shows."""
+    import shutil
+
+    from _training_data import memory_cases, tiny_config
+
+    from tctseg.training import Trainer
+
+    train, _ = memory_cases()
+    Trainer(tiny_config(epochs=1, iterations_per_epoch=1), tmp_path / "run", device="cpu", train_cases=train,
+            val_cases=[], progress=False).fit()
+    series = tmp_path / "scans" / "gap"
+    shutil.copytree(REPO.parent / "shared" / "data" / "ct-example" / "dicom_series", series)
+    sorted(series.iterdir())[9].unlink()
+    capfd.readouterr()
+    code = main(["predict", str(tmp_path / "run" / "checkpoint_last.pt"), str(tmp_path / "scans"), str(tmp_path / "out"),
+                 "--modality", "CT", "--no-progress"])
+    out = capfd.readouterr()  # file descriptors: ITK writes its warnings from C++
+    assert code == 1 and "1 failed" in out.out
+    assert "WARNING" not in out.err and "Traceback" not in out.out + out.err, out.err
+    failed = [line for line in out.out.splitlines() if "gap" in line and "failed" in line]
+    assert failed and all("are 4.000 mm apart, the series' other slices 2.000 mm (about 1 slice(s) missing" in line
+                          for line in failed), out.out
+
+
 def test_the_installed_command_prints_no_traceback_unless_debug(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
     bad = tmp_path / "bad.yaml"

@@ -21,7 +21,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from _processes import kill_when
+from _processes import kill_when, running
 from _training_data import memory_cases, phantom_volume, tiny_config, write_run_config
 
 from tctseg.cli import main
@@ -387,3 +387,215 @@ def test_resume_from_a_checkpoint_without_rng_state_is_refused(tmp_path):
     torch.save(state, path)
     with pytest.raises(CheckpointError, match=r"checkpoint_last.pt: cannot resume from it \(KeyError: 'rng'\)"):
         Trainer(config, tmp_path / "run", resume=True, **kwargs)
+
+
+# --------------------------------------------------------------------------- full disk for every run file (issue 19)
+
+
+def _fill_the_disk_on(target: str, monkeypatch) -> str:
+    """Make the writer of one run file fail with ENOSPC; returns the file's name in the message."""
+    import csv as csv_module
+
+    import matplotlib.figure
+    from torch.utils.tensorboard.writer import FileWriter
+
+    if target == "log.csv":
+        monkeypatch.setattr(csv_module.DictWriter, "writeheader", _disk_full)
+        return "log.csv: cannot write the training log"
+    if target == "progress.png":
+        monkeypatch.setattr(matplotlib.figure.Figure, "savefig", _disk_full)
+        return "progress.png: cannot write the progress plot"
+    monkeypatch.setattr(FileWriter, "flush", _disk_full)
+    return "tensorboard: cannot write TensorBoard events"
+
+
+@pytest.mark.parametrize("target", ["log.csv", "progress.png", "tensorboard"])
+def test_disk_full_on_a_log_file_stops_training_with_one_line_and_the_checkpoint_usable(tmp_path, monkeypatch, target):
+    train, val = memory_cases()
+    trainer = Trainer(tiny_config("tct", epochs=3), tmp_path / "run", device="cpu", train_cases=train,
+                      val_cases=val, progress=False)
+    expected = _fill_the_disk_on(target, monkeypatch)
+    with pytest.raises(OutputError) as caught:
+        trainer.fit()
+    monkeypatch.undo()
+    message = str(caught.value)
+    assert expected in message and "No space left" in message and "\n" not in message, message
+    assert load_checkpoint(tmp_path / "run" / "checkpoint_last.pt")["epoch"] == 1  # saved before the logs
+    assert not [p.name for p in (tmp_path / "run").iterdir() if ".tmp-" in p.name]
+
+
+def test_disk_full_while_writing_a_report_is_one_line_and_keeps_the_earlier_report(tmp_path, monkeypatch, capsys):
+    train, val = memory_cases()
+    run = tmp_path / "run"
+    Trainer(tiny_config("tct", epochs=1), run, device="cpu", train_cases=train, val_cases=val, progress=False).fit()
+    assert main(["report", str(run)]) == 0
+    earlier = _sha(run / "report.html")
+    monkeypatch.setattr(pathlib.Path, "write_text", _disk_full)
+    code = main(["report", str(run)])
+    monkeypatch.undo()
+    err = capsys.readouterr().err
+    assert code == 2 and f"tctseg report: error: {run / 'report.html'}: cannot write the report (No space left" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert _sha(run / "report.html") == earlier
+    assert not [p.name for p in run.iterdir() if ".tmp-" in p.name]
+
+
+# --------------------------------------------------------------------------- checkpoints that are not (issue 19)
+
+
+def _zip_bomb(tiny_checkpoint: Path, path: Path, pickle_bytes: int) -> Path:
+    """The real checkpoint's archive with its pickle replaced by ``pickle_bytes`` deflated zero bytes."""
+    import zipfile
+
+    chunk = b"\x00" * 2**22
+    with zipfile.ZipFile(tiny_checkpoint) as real, \
+            zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as bomb:
+        for member in real.infolist():
+            if member.filename.endswith("data.pkl"):
+                with bomb.open(member.filename, "w", force_zip64=True) as stream:
+                    for _ in range(pickle_bytes // len(chunk)):
+                        stream.write(chunk)
+            else:
+                bomb.writestr(member, real.read(member), compress_type=zipfile.ZIP_STORED)
+    return path
+
+
+def test_a_zip_bomb_checkpoint_is_refused_from_its_directory(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    """512 MB of pickle in a ~0.5 MB file (the issue's was 1.6 GB in 1.8 MB): refused before any byte
+    is decompressed."""
+    import tctseg.training.checkpoint as checkpoint_module
+
+    bomb = _zip_bomb(tiny_checkpoint, tmp_path / "bomb.pt", 512 * 2**20)
+    assert bomb.stat().st_size < 4 * 2**20
+    decompressed = []
+    real_load = checkpoint_module.torch.load
+    monkeypatch.setattr(checkpoint_module.torch, "load", lambda *a, **k: decompressed.append(1) or real_load(*a, **k))
+    with pytest.raises(CheckpointError, match=r"bomb.pt: refused: archive member .*data.pkl would expand from \d+ to "
+                                              r"536870912 bytes"):
+        load_checkpoint(bomb)
+    assert decompressed == []  # torch.load never saw it
+    assert main(["predict", str(bomb), str(tmp_path), str(tmp_path / "out"), "--modality", "CT"]) == 2
+    err = capsys.readouterr().err
+    assert "bomb.pt: refused: archive member" in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_oversized_stored_pickle_is_refused(tmp_path, tiny_checkpoint):
+    """A pickle member stored uncompressed but larger than any checkpoint's plain data (65 MB)."""
+    import zipfile
+
+    big = tmp_path / "big.pt"
+    with zipfile.ZipFile(tiny_checkpoint) as real, zipfile.ZipFile(big, "w") as out:
+        for member in real.infolist():
+            data = b"\x00" * (65 * 2**20) if member.filename.endswith("data.pkl") else real.read(member)
+            out.writestr(member, data, compress_type=zipfile.ZIP_STORED)
+    with pytest.raises(CheckpointError, match=r"big.pt: refused: its pickle .*data.pkl is 68157440 bytes"):
+        load_checkpoint(big)
+
+
+def _nifti_bytes(gz: bool) -> bytes:
+    image = nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4))
+    raw = image.to_bytes()
+    return __import__("gzip").compress(raw) if gz else raw
+
+
+@pytest.mark.parametrize("content,kind", [
+    (lambda: _nifti_bytes(True), "a gzip-compressed NIfTI image"),
+    (lambda: _nifti_bytes(False), "a NIfTI image"),
+    (lambda: b"\x00" * 128 + b"DICM" + b"\x00" * 200, "a DICOM file"),
+    (lambda: b"\x93NUMPY\x01\x00", "a NumPy array file (.npy)"),
+    (lambda: b"classes: [liver]\n", "a text file"),
+    (lambda: b"", "an empty file"),
+    (lambda: b"\x1f\x8b\x08\x00 cut short", "a gzip-compressed file (damaged)"),
+])
+def test_a_file_that_is_not_a_checkpoint_is_named_for_what_it_is(tmp_path, capsys, content, kind):
+    path = tmp_path / "model.pt"
+    path.write_bytes(content())
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(path)
+    assert str(caught.value) == f"{path}: not a tctseg checkpoint: {kind}"
+    assert main(["predict", str(path), str(tmp_path), str(tmp_path / "out"), "--modality", "CT"]) == 2
+    assert capsys.readouterr().err.strip() == f"tctseg predict: error: {path}: not a tctseg checkpoint: {kind}"
+
+
+# --------------------------------------------------------------------------- one process per folder (issue 19)
+
+
+def _holds_lock(folder: Path) -> bool:
+    lock = folder / ".tctseg-lock"
+    return lock.is_file() and lock.read_text(errors="replace").startswith("pid ")
+
+
+def _one_error_line(result: subprocess.CompletedProcess, command: str) -> str:
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith(f"tctseg {command}: error: ")]
+    assert result.returncode == 2 and len(errors) == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    return errors[0]
+
+
+def _lock_holder(folder: Path, seconds: float = 300) -> list[str]:
+    """A separate process that takes tctseg's lock on ``folder`` and keeps it ``seconds`` (or until killed)."""
+    code = ("import sys, time; from tctseg.locking import folder_lock\n"
+            "with folder_lock(sys.argv[1], 'test holder'):\n    time.sleep(float(sys.argv[2]))")
+    return [sys.executable, "-c", code, str(folder), str(seconds)]
+
+
+@pytest.mark.slow
+def test_a_second_train_on_a_running_runs_folder_is_refused_naming_the_holder(tmp_path):
+    config_path = write_run_config(tmp_path, epochs=200, iterations_per_epoch=50)
+    run = tmp_path / "run"
+    first = _tctseg("train", config_path, "--output", run, "--device", "cpu", "--no-progress")
+    with running(first, lambda: _holds_lock(run) and (run / "config.yaml").exists(), ENV) as proc:
+        for flag in ("--resume", "--overwrite"):
+            second = subprocess.run(first + [flag], env=ENV, capture_output=True, text=True, timeout=120)
+            line = _one_error_line(second, "train")
+            assert f"{run}: in use by another tctseg process (pid {proc.pid}: training run" in line, line
+        assert proc.poll() is None
+    # the first run was SIGKILLed holding the lock: the kernel released it, nothing stale is left
+    from tctseg.locking import folder_lock
+
+    with folder_lock(run, "test"):
+        pass
+    assert (run / "config.yaml").exists() and not list(run.glob("*.tmp-*"))
+
+
+@pytest.mark.parametrize("command", ["prepare", "predict"])
+def test_a_second_prepare_or_predict_on_a_locked_folder_is_refused_naming_the_holder(tmp_path, tiny_checkpoint, command):
+    from tctseg.preprocessing.cache import cache_root
+
+    config_path = write_run_config(tmp_path)
+    if command == "prepare":
+        folder = cache_root(load_config(config_path))
+        argv = _tctseg("prepare", config_path, "--quiet")
+    else:
+        scans = _write_scans(tmp_path / "scans", 1, shape=(24, 24, 12))
+        folder = tmp_path / "out"
+        argv = _tctseg("predict", tiny_checkpoint, scans, folder, "--modality", "CT", "--no-progress")
+    with running(_lock_holder(folder), lambda: _holds_lock(folder), ENV) as holder:
+        refused = subprocess.run(argv, env=ENV, capture_output=True, text=True, timeout=120)
+        line = _one_error_line(refused, command)
+        assert f"{folder}: in use by another tctseg process (pid {holder.pid}: test holder" in line, line
+    assert not [p for p in folder.iterdir() if not p.name.startswith(".")], "the refused process wrote into the folder"
+    finished = subprocess.run(argv, env=ENV, capture_output=True, text=True, timeout=300)  # holder killed: no stale lock
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert not (folder / ".tctseg-lock").exists()  # a clean exit removes the lock file
+
+
+def test_a_training_waits_for_the_prepare_holding_its_cache_instead_of_failing(tmp_path, capsys):
+    """``prepare(wait_for_lock=True)``, what train and run use: says whom it waits for, then prepares."""
+    from tctseg.preprocessing.cache import cache_root, prepare
+
+    config = load_config(write_run_config(tmp_path))
+    folder = cache_root(config)
+    holder = subprocess.Popen(_lock_holder(folder, seconds=3), env=ENV)
+    try:
+        while not _holds_lock(folder):
+            assert holder.poll() is None
+        cases = prepare(config, roles=("train", "validation"), progress=False, workers=1, wait_for_lock=True)
+        assert holder.poll() is not None, "prepare ran while another process held the cache"
+    finally:
+        holder.kill()
+        holder.wait()
+    assert len(cases) == 3
+    assert f"{folder}: in use by another tctseg process (pid {holder.pid}: test holder" in capsys.readouterr().err
+    assert not (folder / ".tctseg-lock").exists()

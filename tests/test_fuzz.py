@@ -505,3 +505,247 @@ def test_non_finite_numbers_in_the_config_give_a_config_error(key, value):
     section, name = key.split(".")
     with pytest.raises(ConfigError, match=key):
         config_from_dict(_with(section, name, value))
+
+
+# --------------------------------------------------------------------------- hostile YAML (issue 19)
+
+
+def _billion_laughs(levels: int, under_classes: bool) -> str:
+    """``levels`` anchors, each a list of 9 aliases of the one before: 9^levels strings once expanded."""
+    values = ['&l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    values += [f"&l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, levels)]
+    if under_classes:  # every anchor inside a known key, so no "unknown key" can stop it early
+        return "classes:\n" + "".join(f"  - {v}\n" for v in values) + "datasets: []\n"
+    return "".join(f"l{i}: {v}\n" for i, v in enumerate(values)) + f"classes: *l{levels - 1}\ndatasets: []\n"
+
+
+HOSTILE_YAML = {
+    "recursive_anchor": ("classes: &r [liver, *r]\ndatasets: []\n", "alias *r refers to the value that anchor &r"),
+    "recursive_mapping": ("a: &m {b: *m}\n", "alias *m refers to the value that anchor &m"),
+    "billion_laughs_9": (_billion_laughs(9, False), "aliases expand to"),
+    "billion_laughs_8_under_classes": (_billion_laughs(8, True), "aliases expand to"),
+    "duplicate_top_level_key": ("classes: [liver]\ndatasets: []\nclasses: [spleen]\n",
+                                "line 3: key 'classes' is given twice (first at line 1)"),
+    "duplicate_nested_key": ("classes: [liver]\ndatasets: []\ntrain: {epochs: 2, epochs: 3}\n",
+                             "key 'epochs' is given twice"),
+    "two_documents": ("classes: [liver]\ndatasets: []\n---\nclasses: [spleen]\n",
+                      "holds more than one YAML document (another starts at line 3)"),
+    "undefined_variable": ("classes: [liver]\ndatasets: []\ncache_dir: ${TCTSEG_TEST_SURELY_UNSET_VARIABLE}/cache\n",
+                           "cache_dir: environment variable TCTSEG_TEST_SURELY_UNSET_VARIABLE is not set"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_YAML))
+def test_hostile_yaml_gives_one_line_naming_the_file_before_anything_is_built(tmp_path, monkeypatch, case):
+    """Alias bombs, recursive anchors, duplicate keys, several documents, an unset ${VAR}."""
+    text, expected = HOSTILE_YAML[case]
+    monkeypatch.delenv("TCTSEG_TEST_SURELY_UNSET_VARIABLE", raising=False)
+    path = tmp_path / f"{case}.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ") and expected in message, message
+    assert "\n" not in message
+    TRIED["hostile_yaml"] += 1
+
+
+def test_yaml_that_only_looks_hostile_still_loads(tmp_path, monkeypatch):
+    """A merge key overriding a merged key, shared anchors within the bound, set and defaulted ${VAR}s."""
+    monkeypatch.setenv("TCTSEG_TEST_CACHE", str(tmp_path / "c"))
+    monkeypatch.setenv("TCTSEG_TEST_EMPTY", "")
+    path = tmp_path / "fine.yaml"
+    path.write_text(
+        "classes: &c [liver, spleen]\n"
+        "datasets: []\n"
+        "cache_dir: ${TCTSEG_TEST_CACHE}\n"
+        "output_dir: ${TCTSEG_TEST_EMPTY:-runs/x}\n"
+        "train: &t {epochs: 2, batch_size: 1}\n"
+        "inference:\n  overlap: 0.25\n"
+    )
+    config = load_config(path)
+    assert config.classes == ["liver", "spleen"] and config.cache_dir == str(tmp_path / "c")
+    assert config.output_dir == "runs/x" and config.train.epochs == 2
+    from tctseg.config import read_yaml
+
+    assert read_yaml("a: &b {x: 1, y: 2}\nc:\n  <<: *b\n  x: 3\n") == {"a": {"x": 1, "y": 2}, "c": {"x": 3, "y": 2}}
+
+
+# --------------------------------------------------------------------------- absurd resampling (issue 19)
+
+
+def test_a_scan_in_metres_or_a_micrometre_target_spacing_is_refused_before_allocating(tmp_path):
+    """Both directions: voxels of 1 m resampled to 1 mm, and 1 mm voxels resampled to 1e-6 mm."""
+    from tctseg.preprocessing import to_prepared
+
+    path = tmp_path / "metres.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((64, 64, 40), np.float32), np.diag([800.0, 800.0, 1000.0, 1.0])), path)
+    volume = load_volume(path)
+    with pytest.raises(DataError) as caught:  # 51200 x 51200 x 40000 voxels: 419 TB as float32
+        to_prepared(volume.array, volume.affine, (1.0, 1.0, 1.0), source=volume.path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: resampling its [64, 64, 40] voxels of [800.0, 800.0, 1000.0] mm") and "\n" not in message
+    assert "would need shape [51200, 51200, 40000] (1.05e+14 voxels, 4.19e+05 GB as float32)" in message
+    fine = tmp_path / "fine.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((64, 64, 40), np.float32), np.diag([0.8, 0.8, 1.0, 1.0])), fine)
+    volume = load_volume(fine)
+    with pytest.raises(DataError, match=r"fine.nii.gz: resampling .* to \[1e-06, 1e-06, 1e-06\] mm"):
+        to_prepared(volume.array, volume.affine, (1e-6, 1e-6, 1e-6), source=volume.path)
+    TRIED["hand_made"] += 2
+
+
+@pytest.mark.parametrize("spacing", [[1e-6, 1e-6, 1e-6], [1.0, 1.0, 0.001], [0.0, 1.0, 1.0]])
+def test_a_target_spacing_below_10_micrometres_is_a_config_error(spacing):
+    with pytest.raises(ConfigError, match=r"^preprocessing.spacing: every spacing must be at least 0.01 mm"):
+        config_from_dict(_with("preprocessing", "spacing", spacing))
+    TRIED["hand_made"] += 1
+
+
+# --------------------------------------------------------------------------- DICOM geometry (issue 19)
+
+REAL_SERIES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ct-example" / "dicom_series"
+
+
+def _edited_series(folder: Path, edit) -> Path:
+    """A copy of the real 20-slice CT series with ``edit(slices)`` applied; ``slices``: [(path, dataset)] by position."""
+    import shutil
+
+    import pydicom
+
+    shutil.copytree(REAL_SERIES, folder)
+    slices = [(p, pydicom.dcmread(p)) for p in sorted(folder.iterdir())]
+    slices.sort(key=lambda s: float(s[1].ImagePositionPatient[2]))
+    changed = edit(slices)
+    for path, dataset in slices:
+        if path in changed:
+            dataset.save_as(path)
+    return folder
+
+
+def _drop_slice(slices):
+    slices[9][0].unlink()
+    return []
+
+
+def _shift(axis: int, mm: float):
+    def edit(slices):
+        position = [float(v) for v in slices[9][1].ImagePositionPatient]
+        position[axis] += mm
+        slices[9][1].ImagePositionPatient = position
+        return [slices[9][0]]
+    return edit
+
+
+def _oblique_slice(slices):
+    angle = np.deg2rad(10)
+    slices[9][1].ImageOrientationPatient = [1, 0, 0, 0, float(np.cos(angle)), float(np.sin(angle))]
+    return [slices[9][0]]
+
+
+def _without_positions(which: str):
+    def edit(slices):
+        chosen = slices if which == "all" else slices[9:10]
+        for _, dataset in chosen:
+            del dataset.ImagePositionPatient
+        return [path for path, _ in chosen]
+    return edit
+
+
+def _duplicate_position(slices):
+    slices[10][1].ImagePositionPatient = list(slices[9][1].ImagePositionPatient)
+    return [slices[10][0]]
+
+
+BROKEN_SERIES = {
+    "missing_slice": (_drop_slice, r"slices \S+ and \S+ are 4.000 mm apart, the series' other slices 2.000 mm \(about 1 slice\(s\) missing"),
+    "slice_shifted_5mm_along_the_stack": (_shift(2, 5.0), r"are \d.\d+ mm apart, the series' other slices 2.000 mm"),
+    "slice_shifted_5mm_in_plane": (_shift(0, 5.0), r"slice \S+ is shifted 5 mm within its plane"),
+    "one_oblique_slice": (_oblique_slice, r"slice \S+ has orientation \[1, 0, 0, 0, 0.9848, 0.1736\], slice \S+ \[1, 0, 0, 0, 1, 0\]"),
+    "no_positions": (_without_positions("all"), r"slice \S+ has no valid ImagePositionPatient"),
+    "one_slice_without_position": (_without_positions("one"), r"slice \S+ has no valid ImagePositionPatient"),
+    "two_slices_at_one_position": (_duplicate_position, r"slices \S+ and \S+ are at the same position"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_SERIES))
+def test_dicom_series_with_wrong_geometry_is_refused_naming_series_and_slice(tmp_path, case):
+    """Each series built from the real one; ITK alone would read every one of them in silence."""
+    edit, expected = BROKEN_SERIES[case]
+    folder = _edited_series(tmp_path / "series", edit)
+    before = _digest(folder)
+    with pytest.raises(DataError) as caught:
+        load_volume(folder)
+    message = str(caught.value)
+    assert message.startswith(f"{folder}: ") and "\n" not in message, message
+    assert __import__("re").search(expected, message), message
+    assert _digest(folder) == before
+    TRIED["dicom_geometry"] += 1
+
+
+def test_the_real_dicom_series_and_a_consistently_oblique_copy_still_load(tmp_path):
+    volume = load_volume(_edited_series(tmp_path / "plain", lambda slices: []))
+    assert volume.shape == (512, 512, 20) and np.allclose(volume.spacing, (0.9765625, 0.9765625, 2.0))
+
+    def tilt_everything(slices):  # the whole series rotated 10° about x: oblique, but one regular grid
+        angle = np.deg2rad(10)
+        row, column = np.array([1.0, 0, 0]), np.array([0, np.cos(angle), np.sin(angle)])
+        normal = np.cross(row, column)
+        for i, (_, dataset) in enumerate(slices):
+            dataset.ImageOrientationPatient = [*row, *column]
+            dataset.ImagePositionPatient = list(np.array([-250.0, -437.5, -804.5]) + 2.0 * i * normal)
+        return [path for path, _ in slices]
+
+    tilted = load_volume(_edited_series(tmp_path / "tilted", tilt_everything))
+    assert np.allclose(tilted.spacing, (0.9765625, 0.9765625, 2.0), atol=1e-4)
+
+
+# --------------------------------------------------------------------------- ambiguous geometry, KiTS19 without images (issue 19)
+
+
+def test_qform_sform_disagreement_and_shear_warn_once_naming_the_file(tmp_path):
+    import warnings
+
+    from tctseg.errors import GeometryWarning
+
+    disagree = tmp_path / "disagree.nii.gz"
+    image = nib.Nifti1Image(np.zeros((6, 5, 4), np.float32), np.diag([0.8, 0.8, 2.5, 1.0]))
+    qform = np.diag([0.8, 0.8, 2.5, 1.0])
+    qform[:3, 3] = [10.0, 0.0, 0.0]  # the qform 10 mm off the sform
+    image.set_qform(qform, code=1)
+    image.set_sform(np.diag([0.8, 0.8, 2.5, 1.0]), code=1)
+    nib.save(image, disagree)
+    sheared = tmp_path / "sheared.nii.gz"
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    affine[0, 2] = 0.5  # the slice axis leans 14° into x
+    nib.save(nib.Nifti1Image(np.zeros((6, 5, 4), np.float32), affine), sheared)
+    plain = _valid_nifti(tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        for _ in range(3):  # once per file, however often it is read
+            volume = load_volume(disagree)
+            load_volume(sheared)
+            load_volume(plain)
+    messages = [str(w.message) for w in caught if issubclass(w.category, GeometryWarning)]
+    assert len(messages) == 2, messages
+    assert messages[0].startswith(f"{disagree}: the header's qform and sform disagree (origins 10 mm apart")
+    assert "tctseg uses the sform" in messages[0] and np.allclose(volume.affine, np.diag([0.8, 0.8, 2.5, 1.0]))
+    assert messages[1].startswith(f"{sheared}: the affine is sheared (voxel axes 14° off perpendicular)")
+    TRIED["hand_made"] += 2
+
+
+def test_a_kits19_folder_without_images_is_one_line(tmp_path):
+    import shutil
+
+    from tctseg.data.conversion import kits19
+
+    source = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kits19-labels"
+    root = tmp_path / "kits19"
+    for case in sorted(source.iterdir())[:3]:  # real label folders, as a clone without get_imaging.py has them
+        shutil.copytree(case, root / case.name)
+    dataset = DatasetConfig(name="kits", format="kits19", path=str(root))
+    with pytest.raises(DataError) as caught:
+        kits19.find_cases(dataset, ["kidney"])
+    message = str(caught.value)
+    assert message.startswith(f"{root}: 3 of 3 KiTS19 case folders hold no imaging.nii.gz (first: case_00000)")
+    assert "get_imaging.py" in message and "\n" not in message
+    TRIED["hand_made"] += 1

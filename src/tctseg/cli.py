@@ -12,10 +12,11 @@ import argparse
 import importlib
 import pkgutil
 import sys
+import warnings
 
 import tctseg
 from tctseg import commands
-from tctseg.errors import TctsegError
+from tctseg.errors import TctsegError, TctsegWarning
 
 
 def _command_modules():
@@ -48,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args._run(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning(args.command, warnings.showwarning)
+            return int(args._run(args) or 0)
     except TctsegError as e:
         if args.debug:
             raise
@@ -57,6 +60,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"tctseg {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line_warning(command: str, show):
+    """``warnings.showwarning`` printing tctseg's own warnings as ``tctseg <cmd>: warning: ...``."""
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, TctsegWarning):
+            print(f"tctseg {command}: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return showwarning
 
 
 if __name__ == "__main__":

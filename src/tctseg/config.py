@@ -13,7 +13,14 @@ is a YAML mapping whose sections mirror the dataclasses below::
 
 Unknown keys and ill-typed values raise :class:`~tctseg.errors.ConfigError` naming the key
 (``train.epochs: expected int, got 'five'``). Strings may use ``${VAR}`` or
-``${VAR:-default}`` to read environment variables (e.g. where the shared data lives).
+``${VAR:-default}`` to read environment variables (e.g. where the shared data lives); an
+unset ``${VAR}`` without a default is an error naming the variable.
+
+YAML is read with :class:`ConfigLoader`, a SafeLoader that also refuses what would make a
+config mean something its author did not see: a key given twice in one mapping, more than
+one document in the file, an alias that refers to itself, and aliases that expand to more
+than :data:`MAX_YAML_VALUES` values (a "billion laughs" file is refused in milliseconds,
+before anything is built).
 """
 
 from __future__ import annotations
@@ -35,6 +42,13 @@ import yaml
 # the code that acts on them)
 from tctseg import settings
 from tctseg.errors import ConfigError
+
+# values (scalars, lists, mappings) a config may hold once every alias is expanded; the
+# largest shipped config holds ~200, a "billion laughs" file 10^9
+MAX_YAML_VALUES = 100_000
+# the finest preprocessing.spacing accepted: 10 µm, far below any CT/MR voxel (0.3 mm and up);
+# 1e-6 mm would resample a scan to terabytes
+MIN_SPACING_MM = 0.01
 
 
 @dataclass
@@ -196,9 +210,9 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text (UTF-8) file") from None
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+        raw = read_yaml(text)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a config must be a YAML mapping, got {type(raw).__name__}")
     try:
@@ -207,12 +221,113 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         raise ConfigError(f"{path}: {e}") from None
 
 
+def read_yaml(text: str) -> Any:
+    """Parse one YAML document with :class:`ConfigLoader`; every refusal is a one-line ConfigError."""
+    loader = None
+    try:
+        loader = ConfigLoader(text)  # its reader refuses control characters already here
+        return loader.get_single_data()
+    except yaml.composer.ComposerError as e:
+        if e.problem == "but found another document" and e.problem_mark is not None:
+            raise ConfigError(
+                f"holds more than one YAML document (another starts at line {e.problem_mark.line + 1}); "
+                "a config is one document"
+            ) from None
+        raise ConfigError(f"not valid YAML ({_one_line(e)})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"not valid YAML ({_one_line(e)})") from None
+    except RecursionError:
+        raise ConfigError("not valid YAML (nested too deeply)") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys, recursive aliases and alias bombs.
+
+    Aliases are checked while the node graph is composed, before any Python object is
+    built: the graph shares an aliased node, but everything after it (copying, ``${VAR}``
+    expansion, building the dataclasses) walks the expansion.
+    """
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._open_anchors: dict[str, int] = {}  # anchors whose node is being composed -> line
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) and event.anchor in self._open_anchors:
+            raise ConfigError(
+                f"line {event.start_mark.line + 1}: alias *{event.anchor} refers to the value that "
+                f"anchor &{event.anchor} (line {self._open_anchors[event.anchor]}) is still defining; "
+                "a recursive value is refused"
+            )
+        opened = None
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)) and event.anchor is not None:
+            opened = event.anchor
+            self._open_anchors[opened] = event.start_mark.line + 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            if opened is not None:
+                self._open_anchors.pop(opened, None)
+
+    def compose_document(self):
+        node = super().compose_document()
+        values = _expanded_size(node, {})
+        if values > MAX_YAML_VALUES:
+            raise ConfigError(
+                f"its aliases expand to {values:.3g} values, more than the {MAX_YAML_VALUES} a config may "
+                "hold (a YAML alias bomb?); refused before reading it"
+            )
+        return node
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # keys a `<<:` merge brings in may be overridden on purpose
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = seen.get(key)
+                except TypeError:
+                    continue  # an unhashable key: SafeLoader's own error says so
+                seen[key] = line
+                if first is not None:
+                    raise ConfigError(
+                        f"line {line}: key {key!r} is given twice (first at line {first}); YAML would keep "
+                        "only the last, remove one"
+                    )
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """Values under ``node`` (itself included) with every alias expanded; ``memo`` by node id."""
+    known = memo.get(id(node))
+    if known is not None:
+        return known
+    size = 1
+    if isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(child, memo) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    memo[id(node)] = size
+    return size
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
+
+
 def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) -> Config:
     """Build a checked :class:`Config` from a plain mapping (plus ``key=value`` overrides)."""
     raw = copy.deepcopy(raw)
     for item in overrides or []:
         apply_override(raw, item)
-    raw = _expand_env(raw)
+    raw = _expand_env(raw, "")
     config = _build(Config, raw, "")
     config.datasets = [d for d in config.datasets if not (d.optional and not d.path.strip())]
     _validate(config)
@@ -225,8 +340,8 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.epochs=5")
     key, value_text = item.split("=", 1)
     try:
-        value = yaml.safe_load(value_text)
-    except yaml.YAMLError:
+        value = read_yaml(value_text)
+    except ConfigError:
         value = value_text
     parts = key.strip().split(".")
     node: Any = raw
@@ -256,13 +371,27 @@ def _list_index(node: list, part: str, where: str) -> int:
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def _expand_env(value: Any) -> Any:
+def _expand_env(value: Any, where: str) -> Any:
+    """``${VAR}`` / ``${VAR:-default}`` in every string; an unset VAR without a default is refused."""
     if isinstance(value, str):
-        return _ENV.sub(lambda m: os.environ.get(m.group(1)) or (m.group(2) or ""), value)
+        return _ENV.sub(lambda m: _env_value(m.group(1), m.group(2), where), value)
     if isinstance(value, dict):
-        return {k: _expand_env(v) for k, v in value.items()}
+        return {k: _expand_env(v, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand_env(v) for v in value]
+        return [_expand_env(v, f"{where}.{i}") for i, v in enumerate(value)]
+    return value
+
+
+def _env_value(name: str, default: str | None, where: str) -> str:
+    value = os.environ.get(name)
+    if value:  # set and not empty; an empty one takes the default, as in the shell's ${VAR:-default}
+        return value
+    if default is not None:
+        return default
+    if value is None:
+        raise ConfigError(
+            f"{where or 'config'}: environment variable {name} is not set (write ${{{name}:-}} for an empty default)"
+        )
     return value
 
 
@@ -401,8 +530,10 @@ def _validate(config: Config) -> None:
     if not 0.0 <= m.rampup_fraction <= 1.0:
         raise ConfigError(f"method.rampup_fraction: must be in [0, 1], got {m.rampup_fraction}")
     p = config.preprocessing
-    if any(s <= 0 for s in p.spacing):
-        raise ConfigError(f"preprocessing.spacing: every spacing must be > 0, got {list(p.spacing)}")
+    if any(s < MIN_SPACING_MM for s in p.spacing):
+        raise ConfigError(
+            f"preprocessing.spacing: every spacing must be at least {MIN_SPACING_MM} mm, got {list(p.spacing)}"
+        )
     if not 0.0 <= config.inference.overlap < 1.0:
         raise ConfigError(f"inference.overlap: must be in [0, 1), got {config.inference.overlap}")
 

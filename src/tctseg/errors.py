@@ -34,3 +34,11 @@ class OutputError(TctsegError):
 
 class TrainingError(TctsegError):
     """Training cannot go on (e.g. repeated non-finite losses, out of memory)."""
+
+
+class TctsegWarning(UserWarning):
+    """Something in an input tctseg uses but the user should know (the command line prints one line)."""
+
+
+class GeometryWarning(TctsegWarning):
+    """An input's geometry is ambiguous or unusual (qform and sform disagree, a sheared affine)."""

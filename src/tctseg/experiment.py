@@ -180,7 +180,7 @@ def run_experiment(
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    prepare(config, roles=("train", "validation"), progress=progress)
+    prepare(config, roles=("train", "validation"), progress=progress, wait_for_lock=True)
     cases = write_ground_truths(config, run_dir)
     results: dict[str, Any] = {}
     for method in methods:

@@ -1,9 +1,12 @@
-"""Output folders: prove one is writable before any work that could be lost is started."""
+"""Output folders and files: prove a folder is writable before any work that could be lost is
+started, and write every file atomically with one handling of a full disk."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+from typing import Callable, Iterator
 
 from tctseg.errors import OutputError
 
@@ -21,3 +24,33 @@ def ensure_writable(folder: Path, what: str, name: str | None = None) -> None:
         probe.unlink()
     except OSError as e:
         raise OutputError(f"{name or folder}: cannot write {what} ({e.strerror or e})") from None
+
+
+def write_atomically(path: Path, write: Callable[[Path], None], what: str) -> Path:
+    """Call ``write(temp_path)`` for a temporary file next to ``path``, then rename it to ``path``.
+
+    A failed write (a full disk, an unwritable folder) removes the temporary file, leaves an
+    earlier ``path`` as it was, and raises :class:`OutputError` ``"<path>: cannot write
+    <what> (<reason>)"``: the one handling every file a run writes, like its checkpoints.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{''.join(path.suffixes[-1:])}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write {what} ({e.strerror or e})") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+@contextlib.contextmanager
+def output_errors(path: Path, what: str) -> Iterator[None]:
+    """An OSError inside becomes ``OutputError("<path>: cannot write <what> (<reason>)")``."""
+    try:
+        yield
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write {what} ({e.strerror or e})") from None

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 from pathlib import Path
 
@@ -52,20 +53,23 @@ def run(args: argparse.Namespace) -> int:
     device_type = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
     context = dist_utils.init_distributed(device_type)
+    held = contextlib.ExitStack()
     try:
         if context.is_main:
+            from tctseg.locking import folder_lock
             from tctseg.outputs import ensure_writable
             from tctseg.training.trainer import check_output_dir
 
             # an unusable run folder is reported before the cache is prepared, not after
-            check_output_dir(output_dir, args.resume, args.overwrite)
             ensure_writable(output_dir, "the output folder")
+            held.enter_context(folder_lock(output_dir, "training run"))  # one run per folder, until this exits
+            check_output_dir(output_dir, args.resume, args.overwrite)
         if args.prepare:
             # one process prepares the cache; the others wait, then read it
             if context.is_main:
                 from tctseg.preprocessing.cache import prepare
 
-                prepare(config, roles=("train", "validation"), progress=not args.no_progress)
+                prepare(config, roles=("train", "validation"), progress=not args.no_progress, wait_for_lock=True)
             dist_utils.barrier(context)
         # PFL: its three stages, each in its own sub-folder (tctseg.training.pfl_pipeline)
         trainer = build_trainer(
@@ -88,5 +92,6 @@ def run(args: argparse.Namespace) -> int:
                   + (f"; best validation DSC {best:.4f}" if best is not None else "")
                   + f"; predict with {model}")
     finally:
+        held.close()
         dist_utils.cleanup_distributed()
     return 0

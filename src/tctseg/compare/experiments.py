@@ -128,7 +128,7 @@ class Comparison:
         if self._cases is None:
             from tctseg.preprocessing.cache import prepare
 
-            prepare(self.config, roles=("train", "validation"), progress=self.progress)
+            prepare(self.config, roles=("train", "validation"), progress=self.progress, wait_for_lock=True)
             self._cases = write_ground_truths(self.config, self.output)
         return self._cases
 
@@ -315,7 +315,7 @@ class Comparison:
         ])
         from tctseg.preprocessing.cache import prepare
 
-        prepare(base, roles=("train",), progress=self.progress)
+        prepare(base, roles=("train",), progress=self.progress, wait_for_lock=True)
         transfer_dir = self.output / "transfer"
         cases = write_ground_truths(base, transfer_dir)
         # (row label, folder prefix, method trained, main-table method whose checkpoint starts it)

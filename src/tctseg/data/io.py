@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,8 @@ from typing import Iterable
 import nibabel as nib
 import numpy as np
 
-from tctseg.errors import DataError, OutputError
+from tctseg.data.dicom_geometry import check_series_geometry
+from tctseg.errors import DataError, GeometryWarning, OutputError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 # 2^31 voxels (8 GiB as float32): far above any CT/MR scan (512×512×1000 is 2.6e8); a header
@@ -29,6 +31,8 @@ MAX_VOXELS = 2**31
 # deflate cannot compress better than about 1032:1, so a .nii.gz of n bytes holds at most this many
 GZIP_MAX_RATIO = 1100
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+# |cos| of the angle between two voxel axes above which an affine counts as sheared (~0.06°)
+SHEAR_TOLERANCE = 1e-3
 
 
 @dataclass
@@ -149,6 +153,8 @@ def _read_nifti(path: Path, integer: bool) -> tuple[np.ndarray, np.ndarray]:
         else:
             array = image.get_fdata(dtype=np.float32)
         affine = np.asarray(image.affine, dtype=np.float64)
+        _check_affine(affine, path)  # a singular affine is refused, not warned about
+        warn_about_geometry(image, affine, path)
     except (
         nib.filebasedimages.ImageFileError,
         nib.spatialimages.HeaderDataError,
@@ -202,6 +208,29 @@ def _check_header(image, path: Path) -> None:
         )
 
 
+def warn_about_geometry(image, affine: np.ndarray, path: Path) -> None:
+    """Warn (GeometryWarning, once per file) when the qform and sform disagree, or the affine is sheared."""
+    header = image.header
+    if "qform_code" in header and "sform_code" in header:
+        qform, qcode = header.get_qform(coded=True)
+        sform, scode = header.get_sform(coded=True)
+        # 1e-3 mm, as check_same_grid: tools round the two forms differently
+        if qcode and scode and not np.allclose(qform, sform, atol=1e-3, rtol=1e-4):
+            offset = float(np.abs(qform[:3, 3] - sform[:3, 3]).max())
+            warnings.warn(GeometryWarning(
+                f"{path}: the header's qform and sform disagree (origins {offset:.3g} mm apart, or other axes); "
+                "tctseg uses the sform, as nibabel does"
+            ), stacklevel=2)
+    columns = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)  # non-singular: checked before
+    cosines = np.abs(columns.T @ columns - np.eye(3))
+    if cosines.max() > SHEAR_TOLERANCE:
+        degrees = float(np.degrees(np.arcsin(min(1.0, cosines.max()))))
+        warnings.warn(GeometryWarning(
+            f"{path}: the affine is sheared (voxel axes {degrees:.2g}° off perpendicular); tctseg resamples along "
+            "the voxel axes and writes predictions with this same affine, so they still overlay the scan"
+        ), stacklevel=2)
+
+
 def dicom_series_files(folder: Path) -> list[str]:
     """The slice files of the one DICOM series in ``folder``, in ITK's order: file k is voxel
     slice k of :func:`load_volume`'s array (its third axis)."""
@@ -219,11 +248,16 @@ def dicom_series_files(folder: Path) -> list[str]:
 
 
 def read_dicom_series_itk(folder: Path):
-    """The SimpleITK image of the one DICOM series in ``folder`` plus its slice file names (in ITK order)."""
+    """The SimpleITK image of the one DICOM series in ``folder`` plus its slice file names (in ITK order).
+
+    The slices' positions and orientations are checked first (:mod:`tctseg.data.dicom_geometry`).
+    """
     import SimpleITK as sitk
 
     reader = sitk.ImageSeriesReader()
     files = dicom_series_files(folder)
+    # before ITK reads it: ITK would average a gap or invent 1 mm, with only a multi-line warning
+    check_series_geometry(folder, files)
     reader.SetFileNames(files)
     try:
         image = reader.Execute()
@@ -244,7 +278,7 @@ def itk_to_ras_affine(image) -> np.ndarray:
 def _read_dicom_series(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     import SimpleITK as sitk
 
-    image, _ = read_dicom_series_itk(folder)
+    image, _ = read_dicom_series_itk(folder)  # its slice geometry checked
     if image.GetDimension() != 3:
         raise DataError(f"{folder}: DICOM series is {image.GetDimension()}D, expected 3D")
     # ITK arrays are [k, j, i]; transposed to [i, j, k] to match the affine's column order

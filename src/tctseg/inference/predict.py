@@ -37,6 +37,7 @@ import numpy as np
 from tctseg.errors import ConfigError, DataError, OutputError, TctsegError
 from tctseg.inference.postprocess import keep_largest_component
 from tctseg.inference.reports import CaseReports
+from tctseg.locking import hold_folder_lock, releases_folder_locks
 from tctseg.outputs import ensure_writable
 from tctseg.predict_options import ReportOptions
 from tctseg.inference.sliding_window import sliding_window_probabilities
@@ -236,7 +237,7 @@ def prepare_image(volume: Volume, modality: str, config: Config) -> tuple[np.nda
 
     p = config.preprocessing
     normalised = normalise(volume.array, modality, p.ct_clip, p.mr_percentiles)
-    image, geometry = to_prepared(normalised, volume.affine, tuple(p.spacing), mode="linear")
+    image, geometry = to_prepared(normalised, volume.affine, tuple(p.spacing), mode="linear", source=volume.path)
     return np.asarray(image, dtype=np.float32), geometry
 
 
@@ -384,6 +385,7 @@ def check_output_dir(output_dir: Path, cases: Sequence[PredictionInput], input_f
 # --------------------------------------------------------------------------- predicting
 
 
+@releases_folder_locks
 def predict_cases(
     model: str | Path | tuple[torch.nn.Module, Config],
     inputs: Iterable[InputLike],
@@ -432,6 +434,7 @@ def predict_cases(
     input_folders = [Path(i) for i in inputs if isinstance(i, (str, Path)) and Path(i).is_dir()]
     check_output_dir(output_dir, cases, input_folders)
     ensure_writable(output_dir, "the output folder")  # a full disk shows here, before any case runs
+    hold_folder_lock(output_dir, "predictions")  # one predict per output folder, until this returns
     settings = config.inference
     task_prompted = bool(getattr(method, "task_prompted", False))  # see Method.task_prompted
     if save_task_masks and not task_prompted:
@@ -486,6 +489,7 @@ def predict_cases(
                     channels_last=config.network.channels_last,
                     task_probabilities=task_prompted,
                     aux_heads=run_aux,
+                    progress=progress,  # a bar across the windows: a whole-body CT has ~100 of them
                 ).numpy()
                 aux_probs = None
                 if run_aux:  # [2N+1, ...]: the main head's N+1 channels, then the N ATHs' gʲ

@@ -33,6 +33,7 @@ from tctseg.config import Config, DatasetConfig, PreprocessingConfig
 from tctseg.data.conversion import SourceCase, find_cases
 from tctseg.data.conversion.common import select_cases
 from tctseg.errors import ConfigError, DataError, OutputError, TctsegError
+from tctseg.locking import folder_lock
 from tctseg.outputs import ensure_writable
 from tctseg.preprocessing.geometry import to_prepared
 from tctseg.preprocessing.intensity import normalise
@@ -97,16 +98,26 @@ def prepare(
     datasets: Iterable[str] | None = None,
     workers: int | None = None,
     progress: bool = True,
+    wait_for_lock: bool = False,
 ) -> list[PreparedCase]:
     """Prepare every case of the selected datasets that is not already up to date in the cache.
 
     Cases run in parallel (``workers`` processes; default ``preprocessing.workers``). Failing
     cases are all reported in one DataError (by file) after the rest is prepared and kept.
-    Returns the prepared cases, in config order.
+    One process prepares a cache folder at a time: another one there is an OutputError
+    naming its pid, or with ``wait_for_lock`` (a training preparing its own cache) is waited
+    for. Returns the prepared cases, in config order.
     """
     selected = _select_datasets(config, roles, datasets)
     root = cache_root(config)
     ensure_writable(root, "the prepared cache")
+    with folder_lock(root, "prepared cache", wait=wait_for_lock):  # one prepare per cache folder at a time
+        return _prepare_locked(config, selected, root, workers, progress)
+
+
+def _prepare_locked(
+    config: Config, selected: list[DatasetConfig], root: Path, workers: int | None, progress: bool
+) -> list[PreparedCase]:
     settings = settings_of(config.preprocessing)
     todo: list[tuple[SourceCase, Path]] = []
     order: list[tuple[DatasetConfig, Path]] = []
@@ -223,7 +234,7 @@ def prepare_case(case: SourceCase, case_dir: Path, settings: dict, classes: list
     image, label = case.load()
     spacing = tuple(settings["spacing"])
     normalised = normalise(image.array, case.modality, tuple(settings["ct_clip"]), tuple(settings["mr_percentiles"]))
-    prepared_image, geometry = to_prepared(normalised, image.affine, spacing, mode="linear")  # type: ignore[arg-type]
+    prepared_image, geometry = to_prepared(normalised, image.affine, spacing, mode="linear", source=image.path)  # type: ignore[arg-type]
     prepared_label = None
     if label is not None:
         prepared_label, _ = to_prepared(label.astype(np.uint8, copy=False), image.affine, spacing, mode="nearest")  # type: ignore[arg-type]

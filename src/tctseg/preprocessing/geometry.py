@@ -15,11 +15,15 @@ target per axis and is what the prepared affine records.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from tctseg.data.io import MAX_VOXELS
+from tctseg.errors import DataError
 
 RAS_ORNT = np.array([[0, 1], [1, 1], [2, 1]], dtype=np.float64)
 
@@ -65,13 +69,20 @@ class PreparedGeometry:
         )
 
 
-def plan_geometry(affine: np.ndarray, shape: tuple[int, ...], spacing: tuple[float, float, float]) -> PreparedGeometry:
-    """The prepared grid of a volume with this (affine, shape) at the target ``spacing`` (mm)."""
+def plan_geometry(
+    affine: np.ndarray, shape: tuple[int, ...], spacing: tuple[float, float, float], source: str | Path | None = None
+) -> PreparedGeometry:
+    """The prepared grid of a volume with this (affine, shape) at the target ``spacing`` (mm).
+
+    Raises DataError (naming ``source``, the volume's file) when that grid would hold more
+    than :data:`~tctseg.data.io.MAX_VOXELS` voxels, before anything is allocated.
+    """
     affine = np.asarray(affine, dtype=np.float64)
     ornt = nib.io_orientation(affine)
     ras_affine = affine @ nib.orientations.inv_ornt_aff(ornt, shape)
     ras_shape = tuple(int(shape[int(i)]) for i in np.argsort(ornt[:, 0]))
     ras_spacing = np.linalg.norm(ras_affine[:3, :3], axis=0)
+    check_resampled_size(ras_shape, ras_spacing, spacing, source)
     out_shape = tuple(max(1, int(round(n * s / t))) for n, s, t in zip(ras_shape, ras_spacing, spacing))
     factor = np.array(ras_shape, dtype=np.float64) / np.array(out_shape, dtype=np.float64)
     # output voxel o sits at input coordinate (o + 0.5)·factor − 0.5 (edge-aligned grids)
@@ -89,14 +100,37 @@ def plan_geometry(affine: np.ndarray, shape: tuple[int, ...], spacing: tuple[flo
     )
 
 
+def check_resampled_size(
+    shape: tuple[int, ...], spacing: np.ndarray | tuple[float, ...], target: tuple[float, ...], source: str | Path | None
+) -> None:
+    """Refuse (DataError) a resampling of ``shape`` at ``spacing`` mm to ``target`` mm that would need
+    more than MAX_VOXELS voxels: a header in metres, or a target spacing of 1e-6 mm."""
+    sizes = [float(n) * float(s) / float(t) for n, s, t in zip(shape, spacing, target)]
+    voxels = float(np.prod([max(1.0, round(v)) for v in sizes]))
+    if voxels <= MAX_VOXELS:
+        return
+    where = f"{source}: " if source is not None else ""
+    raise DataError(
+        f"{where}resampling its {list(shape)} voxels of {[round(float(s), 6) for s in spacing]} mm to "
+        f"{[float(t) for t in target]} mm (preprocessing.spacing) would need shape "
+        f"{[int(round(v)) for v in sizes]} ({voxels:.3g} voxels, {voxels * 4 / 1e9:.3g} GB as float32), more than "
+        f"the {MAX_VOXELS:.3g} voxels tctseg handles; is the header's spacing in mm?"
+    )
+
+
 def to_prepared(
-    array: np.ndarray, affine: np.ndarray, spacing: tuple[float, float, float], mode: str = "linear"
+    array: np.ndarray,
+    affine: np.ndarray,
+    spacing: tuple[float, float, float],
+    mode: str = "linear",
+    source: str | Path | None = None,
 ) -> tuple[np.ndarray, PreparedGeometry]:
     """Original [X, Y, Z] (file order) -> prepared [X', Y', Z'] (RAS order, ``spacing``).
 
     ``mode``: ``linear`` for images (float32 out), ``nearest`` for label maps (dtype kept).
+    ``source`` (the file) names the volume in the DataError of a grid too large to allocate.
     """
-    geometry = plan_geometry(affine, array.shape, spacing)
+    geometry = plan_geometry(affine, array.shape, spacing, source)
     ras = reorient_to_ras(array, affine)
     return resample(ras, geometry.prepared_shape, mode), geometry
 

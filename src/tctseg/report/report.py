@@ -24,10 +24,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 import tctseg
-from tctseg.errors import DataError, TctsegError
+from tctseg.config import read_yaml
+from tctseg.errors import ConfigError, DataError, TctsegError
+from tctseg.outputs import output_errors, write_atomically
 from tctseg.report.curves import training_curves_png
 from tctseg.report.document import Block, Heading, Image, Paragraph, Preformatted, Table, render_html, render_markdown
 from tctseg.report.overlays import class_overlays, load_index
@@ -79,10 +80,13 @@ def build_report(run_dir: str | Path) -> Path:
         blocks += _method_section(method_dir, metrics[method_dir.name], prefix=_slug(method_dir.name))
     title = f"tctseg report — {run_dir.resolve().name}"
     html_path = run_dir / "report.html"
-    html_path.write_text(render_html(title, blocks), encoding="utf-8")
-    for stale in (run_dir / FILES_DIR).glob("*.png"):  # images of an earlier report
-        stale.unlink()
-    (run_dir / "report.md").write_text(render_markdown(title, blocks, run_dir / FILES_DIR), encoding="utf-8")
+    html = render_html(title, blocks)
+    write_atomically(html_path, lambda tmp: tmp.write_text(html, encoding="utf-8"), "the report")
+    with output_errors(run_dir / FILES_DIR, "the report's images"):
+        for stale in (run_dir / FILES_DIR).glob("*.png"):  # images of an earlier report
+            stale.unlink()
+        markdown = render_markdown(title, blocks, run_dir / FILES_DIR)
+    write_atomically(run_dir / "report.md", lambda tmp: tmp.write_text(markdown, encoding="utf-8"), "the report")
     return html_path
 
 
@@ -255,8 +259,8 @@ def _read_json(path: Path) -> Any:
 
 def _read_yaml(path: Path) -> dict[str, Any] | None:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
+        data = read_yaml(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ConfigError):
         return None
     return data if isinstance(data, dict) else None
 

@@ -4,6 +4,12 @@ Keys: ``model`` (method state dict), ``optimizer``, ``scheduler``, ``scaler``, `
 (number of completed epochs), ``rng`` (see :mod:`tctseg.training.seeding`), ``config``
 (``Config.to_dict()``), ``classes``, ``method``, ``preprocessing``, ``tctseg_version``,
 ``best_metric`` and ``history`` (one small dict per epoch).
+
+Before ``torch.load`` sees a file, its first bytes must be torch's zip archive or a pickle
+(anything else is refused saying what it is: "a gzip-compressed NIfTI image"), and the
+archive's members must be sizes a checkpoint can have: torch stores them uncompressed, and
+the pickle holds only the small plain data (weights are separate members), so a compressed
+"zip bomb" is refused from its directory, before anything is decompressed.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from tctseg.errors import CheckpointError, ConfigError
+from tctseg.filetypes import HEAD_BYTES, describe_file, is_pickle, is_zip
 
 if TYPE_CHECKING:
     from tctseg.config import Config
@@ -24,6 +31,11 @@ if TYPE_CHECKING:
 
 # preprocessing settings that do not change the prepared data
 _RESULT_NEUTRAL_PREPROCESSING = ("workers",)
+# the pickle member of a checkpoint holds the plain data (config, history, optimizer scalars):
+# ~35 KB after 100 epochs; 64 MB is far above any real one and far below a bomb's gigabytes
+MAX_PICKLE_BYTES = 64 * 2**20
+# torch writes members uncompressed; one re-zipped by a tool compresses float weights ~1.1:1
+MAX_MEMBER_RATIO = 16
 
 
 def preprocessing_settings(config: Config) -> dict[str, Any]:
@@ -53,6 +65,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
+    check_checkpoint_file(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -71,6 +84,36 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if missing:
         raise CheckpointError(f"{path}: not a tctseg checkpoint (missing {', '.join(missing)})")
     return state
+
+
+def check_checkpoint_file(path: Path) -> None:
+    """Refuse (CheckpointError) a file that is not torch's zip or pickle format, or whose archive
+    members are sizes no checkpoint has (a zip bomb), before anything is decompressed or unpickled."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(HEAD_BYTES)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read checkpoint ({e.strerror or e})") from None
+    if is_pickle(head):
+        return  # torch's legacy format: a pickle cannot hold more than the file's bytes
+    if not is_zip(head):
+        raise CheckpointError(f"{path}: not a tctseg checkpoint: {describe_file(path)}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable tctseg checkpoint (a damaged zip archive: {_first_line(e)})") from None
+    for member in members:
+        if member.file_size > MAX_MEMBER_RATIO * max(member.compress_size, 1) + 2**20:
+            raise CheckpointError(
+                f"{path}: refused: archive member {member.filename} would expand from {member.compress_size} to "
+                f"{member.file_size} bytes (torch stores checkpoints uncompressed; a zip bomb?)"
+            )
+        if member.filename.endswith(".pkl") and member.file_size > MAX_PICKLE_BYTES:
+            raise CheckpointError(
+                f"{path}: refused: its pickle {member.filename} is {member.file_size} bytes, more than the "
+                f"{MAX_PICKLE_BYTES} a checkpoint's plain data can need (weights are stored apart)"
+            )
 
 
 def _first_line(error: BaseException) -> str:

@@ -6,15 +6,20 @@ a method reports (TCT: ``filter_*``, what the consistency filter did; see
 :func:`loss_part_columns`), ``lr``, ``epoch_time_s`` and, after a validation,
 ``val_dice_<class>`` and ``val_dice_mean`` (the main head) and, for methods with auxiliary
 heads, ``val_ath_dice_<class>`` and ``val_ath_dice_mean``.
+
+Every file is written atomically through :func:`tctseg.outputs.write_atomically`; a full disk
+is an :class:`~tctseg.errors.OutputError` naming the file (TensorBoard: its folder), like a
+checkpoint's, and the files written before stay as they were.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-import os
 from pathlib import Path
 from typing import Any
+
+from tctseg.outputs import output_errors, write_atomically
 
 LOG_CSV = "log.csv"
 PROGRESS_PNG = "progress.png"
@@ -80,9 +85,10 @@ class TrainingLogger:
             from torch.utils.tensorboard import SummaryWriter
 
             # purge_step drops events logged after the checkpoint we resume from
-            self._writer = SummaryWriter(
-                log_dir=str(self.output_dir / TENSORBOARD_DIR), purge_step=resume_epoch + 1 if resume_epoch else None
-            )
+            with self._tensorboard_errors():
+                self._writer = SummaryWriter(
+                    log_dir=str(self.output_dir / TENSORBOARD_DIR), purge_step=resume_epoch + 1 if resume_epoch else None
+                )
 
     def log_epoch(self, row: dict[str, Any]) -> None:
         """Add one epoch's row (``epoch`` plus float values) and rewrite ``log.csv``."""
@@ -91,23 +97,29 @@ class TrainingLogger:
         self._write_csv()
         if self._writer is not None:
             epoch = int(row["epoch"])
-            for key, value in row.items():
-                if key != "epoch" and math.isfinite(value):
-                    self._writer.add_scalar(_tensorboard_tag(key), value, epoch)
-            self._writer.flush()
+            with self._tensorboard_errors():
+                for key, value in row.items():
+                    if key != "epoch" and math.isfinite(value):
+                        self._writer.add_scalar(_tensorboard_tag(key), value, epoch)
+                self._writer.flush()
+
+    def _tensorboard_errors(self):
+        """Turn an OSError of the TensorBoard writer (its thread re-raises it on the next call) into an OutputError."""
+        return output_errors(self.output_dir / TENSORBOARD_DIR, "TensorBoard events")
 
     def _write_csv(self) -> None:
         columns: list[str] = []
         for row in self.rows:
             columns += [k for k in row if k not in columns]
-        path = self.output_dir / LOG_CSV
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        with tmp.open("w", newline="", encoding="utf-8") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            writer.writeheader()
-            for row in self.rows:
-                writer.writerow({k: _format(row[k]) if k in row else "" for k in columns})
-        os.replace(tmp, path)
+
+        def write(tmp: Path) -> None:
+            with tmp.open("w", newline="", encoding="utf-8") as f:
+                writer = csv.DictWriter(f, fieldnames=columns)
+                writer.writeheader()
+                for row in self.rows:
+                    writer.writerow({k: _format(row[k]) if k in row else "" for k in columns})
+
+        write_atomically(self.output_dir / LOG_CSV, write, "the training log")
 
     def plot_progress(self) -> Path:
         """Write ``progress.png``: losses, validation DSC, learning rate and epoch time."""
@@ -115,8 +127,9 @@ class TrainingLogger:
 
     def close(self) -> None:
         if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+            writer, self._writer = self._writer, None
+            with self._tensorboard_errors():
+                writer.close()
 
 
 def plot_progress(rows: list[dict[str, float]], path: str | Path) -> Path:
@@ -161,11 +174,10 @@ def plot_progress(rows: list[dict[str, float]], path: str | Path) -> Path:
             ax.legend(fontsize="small", loc="best")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:
+        return write_atomically(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"), "the progress plot")
+    finally:
+        plt.close(fig)
 
 
 def _tensorboard_tag(key: str) -> str:

@@ -24,7 +24,7 @@ import yaml
 
 import tctseg
 from tctseg.errors import CheckpointError, ConfigError, OutputError, TrainingError
-from tctseg.outputs import ensure_writable
+from tctseg.outputs import ensure_writable, write_atomically
 from tctseg.settings import OPTIMIZERS, SCHEDULES
 from tctseg.methods import build_method
 from tctseg.training import distributed as dist_utils
@@ -207,7 +207,8 @@ class Trainer:
         self.model = dist_utils.wrap_model(self.method, self.context, self.device)
         self.logger = TrainingLogger(self.output_dir, resume_epoch=self.start_epoch) if self.context.is_main else None
         if self.context.is_main:
-            (self.output_dir / CONFIG_YAML).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+            text = yaml.safe_dump(config.to_dict(), sort_keys=False)
+            write_atomically(self.output_dir / CONFIG_YAML, lambda tmp: tmp.write_text(text, encoding="utf-8"), "the run's config")
 
     # ------------------------------------------------------------------ set-up helpers
 

@@ -149,4 +149,12 @@ def find_cases(dataset: DatasetConfig, classes: list[str]) -> list[SourceCase]:
                 left_id=left_id, right_id=right_id,
             )
         )
-    return select_cases(cases, dataset)
+    selected = select_cases(cases, dataset)
+    without_image = [c for c in selected if not Path(c.image).is_file()]
+    if without_image:  # e.g. the repository cloned without running its get_imaging.py
+        raise DataError(
+            f"{root}: {len(without_image)} of {len(selected)} KiTS19 case folders hold no imaging.nii.gz "
+            f"(first: {without_image[0].case_id}); the images are downloaded apart from the labels, by the kits19 "
+            "repository's get_imaging.py (or leave those cases out with exclude_cases)"
+        )
+    return selected
