@@ -117,7 +117,7 @@ def check_amp_steps(method: str, device: str, quick: bool, steps: int) -> dict[s
 def check_train_resume(device: str, quick: bool, work: Path) -> dict[str, Any]:
     """One epoch of the CHAOS recipe, then ``--resume`` with ``train.epochs=2``: the resumed
     run continues from the checkpoint (epoch 2, two log rows)."""
-    from tctseg.training.checkpoint import load_checkpoint
+    from tctseg.checkpoint import load_checkpoint
 
     run = work / "chaos_run"
     common = ["--method", "tct", "--output", str(run), "--device", device, "--no-progress",

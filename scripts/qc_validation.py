@@ -35,7 +35,7 @@ from tctseg.evaluation.ranking import auroc_for_low, spearman
 from tctseg.inference import PredictionInput, predict_cases
 from tctseg.inference.quality import QC_JSON
 from tctseg.predict_options import DEFAULT_QC_THRESHOLD, ReportOptions
-from tctseg.training.checkpoint import load_method_from_checkpoint
+from tctseg.checkpoint import load_method_from_checkpoint
 
 POOR_DSC = 0.7  # a prediction below this DSC is one the flag should catch
 

@@ -10,7 +10,7 @@ import torch
 
 from tctseg.methods import available_methods, build_method
 from tctseg.training import trainer as trainer_module
-from tctseg.training.checkpoint import load_checkpoint
+from tctseg.checkpoint import load_checkpoint
 from tctseg.training.logging import read_log
 from tctseg.training.trainer import Trainer
 

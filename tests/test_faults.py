@@ -222,7 +222,7 @@ def test_train_into_an_unwritable_folder_fails_before_the_first_epoch(tmp_path, 
 
 
 def test_disk_full_while_saving_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
-    import tctseg.training.checkpoint as checkpoint_module
+    import tctseg.checkpoint as checkpoint_module
 
     train, val = memory_cases()
     trainer = Trainer(tiny_config("tct", epochs=3), tmp_path / "run", device="cpu", train_cases=train,
@@ -463,7 +463,7 @@ def _zip_bomb(tiny_checkpoint: Path, path: Path, pickle_bytes: int) -> Path:
 def test_a_zip_bomb_checkpoint_is_refused_from_its_directory(tmp_path, tiny_checkpoint, capsys, monkeypatch):
     """512 MB of pickle in a ~0.5 MB file (the issue's was 1.6 GB in 1.8 MB): refused before any byte
     is decompressed."""
-    import tctseg.training.checkpoint as checkpoint_module
+    import tctseg.checkpoint as checkpoint_module
 
     bomb = _zip_bomb(tiny_checkpoint, tmp_path / "bomb.pt", 512 * 2**20)
     assert bomb.stat().st_size < 4 * 2**20

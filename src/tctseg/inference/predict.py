@@ -536,6 +536,6 @@ def predict_cases(
 def _load_model(model: str | Path | tuple[torch.nn.Module, Config], device: str) -> tuple[torch.nn.Module, Config]:
     if isinstance(model, tuple):
         return model
-    from tctseg.training.checkpoint import load_method_from_checkpoint
+    from tctseg.checkpoint import load_method_from_checkpoint
 
     return load_method_from_checkpoint(model, device=device)

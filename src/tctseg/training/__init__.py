@@ -1,6 +1,6 @@
 """Training: the one loop for every method, checkpoints, logs, seeding and distributed set-up."""
 
-from tctseg.training.checkpoint import (
+from tctseg.checkpoint import (
     check_compatible,
     load_checkpoint,
     load_method_from_checkpoint,

@@ -273,7 +273,7 @@ def organ_probability_from_checkpoint(checkpoint: Path, device: torch.device, ch
     """A stage-1 network (loaded on first use) as an :data:`OrganProbability`: softmax channel 1
     blended over sliding windows of the training patch size, the config's overlap, no flips."""
     from tctseg.inference.sliding_window import sliding_window_probabilities
-    from tctseg.training.checkpoint import load_method_from_checkpoint
+    from tctseg.checkpoint import load_method_from_checkpoint
 
     loaded: list[tuple[Any, Config]] = []
 

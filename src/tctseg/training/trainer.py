@@ -28,7 +28,7 @@ from tctseg.outputs import ensure_writable, write_atomically
 from tctseg.settings import OPTIMIZERS, SCHEDULES
 from tctseg.methods import build_method
 from tctseg.training import distributed as dist_utils
-from tctseg.training.checkpoint import check_compatible, load_checkpoint, preprocessing_settings, save_checkpoint
+from tctseg.checkpoint import check_compatible, load_checkpoint, preprocessing_settings, save_checkpoint
 from tctseg.training.logging import LOG_CSV, PROGRESS_PNG, TENSORBOARD_DIR, TrainingLogger, loss_part_columns
 from tctseg.training.seeding import capture_rng_state, rank_seed, restore_rng_state, seed_everything
 

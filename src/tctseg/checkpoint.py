@@ -1,5 +1,8 @@
 """Checkpoints: a plain dict written atomically, loaded with ``weights_only=True``.
 
+Below training and inference, above methods: the trainer saves and resumes through it,
+predict and PFL's labelling load a method from it, and it imports nothing of theirs.
+
 Keys: ``model`` (method state dict), ``optimizer``, ``scheduler``, ``scaler``, ``epoch``
 (number of completed epochs), ``rng`` (see :mod:`tctseg.training.seeding`), ``config``
 (``Config.to_dict()``), ``classes``, ``method``, ``preprocessing``, ``tctseg_version``,
