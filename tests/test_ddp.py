@@ -25,11 +25,26 @@ def test_two_gloo_processes_keep_identical_replicas(tmp_path):
     config_path = write_run_config(tmp_path, epochs=2, iterations_per_epoch=3, batch_size=1, val_every=2)
     cache.prepare(load_config(config_path), roles=("train", "validation"), progress=False)
     run, dumps = tmp_path / "run", tmp_path / "dumps"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src"),
-           "TCTSEG_DUMP_RANK_WEIGHTS": str(dumps)}
+    # the real `tctseg train` under torchrun; the launcher only adds what the test needs to
+    # see: each rank's final weights, saved after Trainer.fit returns
+    launcher = tmp_path / "launch_train.py"
+    launcher.write_text(
+        "import os, sys, torch\n"
+        "from tctseg.training.trainer import Trainer\n"
+        "from tctseg.cli import main\n"
+        "fit = Trainer.fit\n"
+        "def fit_and_dump(self, *args, **kwargs):\n"
+        "    summary = fit(self, *args, **kwargs)\n"
+        f"    os.makedirs({str(dumps)!r}, exist_ok=True)\n"
+        f"    torch.save(self.method.state_dict(), os.path.join({str(dumps)!r}, f\"rank{{os.environ['RANK']}}.pt\"))\n"
+        "    return summary\n"
+        "Trainer.fit = fit_and_dump\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "tctseg", "train", str(config_path), "--output", str(run), "--device", "cpu",
+         str(launcher), "train", str(config_path), "--output", str(run), "--device", "cpu",
          "--no-prepare", "--no-progress"],
         env=env, capture_output=True, text=True, timeout=180,
     )

@@ -8,16 +8,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 from pathlib import Path
 
 from tctseg.methods import available_methods
 
 NAME = "train"
 HELP = "train a method on the configured datasets (prepares the cache first)"
-
-# debugging aid: every rank writes its final weights to <dir>/rank<k>.pt (replica checks)
-DUMP_WEIGHTS_ENV = "TCTSEG_DUMP_RANK_WEIGHTS"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,10 +77,6 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
         )
         summary = trainer.fit()
-        dump_dir = os.environ.get(DUMP_WEIGHTS_ENV)
-        if dump_dir:
-            Path(dump_dir).mkdir(parents=True, exist_ok=True)
-            torch.save(trainer.method.state_dict(), Path(dump_dir) / f"rank{context.rank}.pt")
         if context.is_main:
             best = summary["best_metric"]
             model = summary["best_checkpoint"] or summary["last_checkpoint"]  # PFL: its final stage's

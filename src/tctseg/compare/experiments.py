@@ -141,6 +141,11 @@ class Comparison:
             ]
         return self._main[method]
 
+    @property
+    def finished_main_results(self) -> dict[str, list[dict[str, Any]]]:
+        """The main-table runs made (or reused) so far, per method: what ``results.json`` holds."""
+        return dict(self._main)
+
     def budget(self, wall_time_s: float, extra: str = "") -> str:
         return budget_line(self.config, self.seeds, self.device, wall_time_s, extra)
 
@@ -442,8 +447,8 @@ def run_compare(
         write_table(table, output / "tables")
         print(f"[compare] table {name}: {output / 'tables' / (name + '.md')}", flush=True)
         written[name] = table
-    if comparison._main:
-        write_results(comparison._main, config.classes, output / RESULTS_JSON)
+    if comparison.finished_main_results:
+        write_results(comparison.finished_main_results, config.classes, output / RESULTS_JSON)
     build_report(output)
     print(f"[compare] {comparison.book.count} run(s), {format_duration(time.perf_counter() - start)}", flush=True)
     return written
