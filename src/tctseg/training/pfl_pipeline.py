@@ -60,6 +60,7 @@ from tctseg.training.trainer import (
     RUN_MARKERS,
     Trainer,
     check_output_dir,
+    device_type_of,
     load_cases,
     remove_run_outputs,
 )
@@ -319,7 +320,7 @@ class PFLPipeline:
         self.progress = progress
         self.init_checkpoint = init_checkpoint
         self.method = None
-        device_type = torch.device(device).type if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+        device_type = device_type_of(device)
         check_output_dir(self.output_dir, resume, overwrite)
         self.context = dist_utils.init_distributed(device_type)
         if self.context.is_main:

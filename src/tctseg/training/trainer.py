@@ -75,6 +75,15 @@ def build_optimizer(params, config: Config) -> torch.optim.Optimizer:
     raise ConfigError(f"train.optimizer: {t.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
 
 
+def device_type_of(device: str | torch.device | None) -> str:
+    """``cpu`` or ``cuda``: the given device's type, or CUDA when present for None; asking for
+    CUDA without one is a ConfigError."""
+    device_type = torch.device(device).type if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
+    if device_type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: no CUDA device is available")
+    return device_type
+
+
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """Mixed-precision dtype: on CUDA bf16 where supported (``auto``) else fp16; None on CPU or ``off``."""
     if device.type != "cuda" or amp == "off":
@@ -152,9 +161,7 @@ class Trainer:
         self.config = config
         self.output_dir = Path(output_dir)
         self.progress = progress
-        device_type = torch.device(device).type if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
-        if device_type == "cuda" and not torch.cuda.is_available():
-            raise ConfigError("--device cuda: no CUDA device is available")
+        device_type = device_type_of(device)
 
         check_output_dir(self.output_dir, resume, overwrite)
         self.context = dist_utils.init_distributed(device_type)
