@@ -92,14 +92,19 @@ def test_debug_lets_the_error_through_with_its_traceback(tmp_path, command):
         main([argv[0], "--debug", *argv[1:]])
 
 
-def test_a_scan_that_cannot_be_read_is_reported_by_predict_without_traceback(tmp_path, capsys):
+def train_tiny_model(run_dir):
+    """A one-step TCT model in ``run_dir`` (checkpoint_last.pt) for the predict cases below."""
     from _training_data import memory_cases, tiny_config
 
     from tctseg.training import Trainer
 
     train, _ = memory_cases()
-    Trainer(tiny_config(epochs=1, iterations_per_epoch=1), tmp_path / "run", device="cpu", train_cases=train,
+    Trainer(tiny_config(epochs=1, iterations_per_epoch=1), run_dir, device="cpu", train_cases=train,
             val_cases=[], progress=False).fit()
+
+
+def test_a_scan_that_cannot_be_read_is_reported_by_predict_without_traceback(tmp_path, capsys):
+    train_tiny_model(tmp_path / "run")
     scans = tmp_path / "scans"
     scans.mkdir()
     nib.save(nib.Nifti1Image(np.zeros((24, 24, 12), np.float32), np.eye(4)), scans / "good.nii.gz")
@@ -116,13 +121,7 @@ def test_a_scan_that_cannot_be_read_is_reported_by_predict_without_traceback(tmp
 
 def test_a_scan_in_metres_is_reported_and_the_scans_after_it_are_still_predicted(tmp_path, capsys):
     """A header with 1 m voxels would need 4e14 bytes after resampling: one line, the others predicted."""
-    from _training_data import memory_cases, tiny_config
-
-    from tctseg.training import Trainer
-
-    train, _ = memory_cases()
-    Trainer(tiny_config(epochs=1, iterations_per_epoch=1), tmp_path / "run", device="cpu", train_cases=train,
-            val_cases=[], progress=False).fit()
+    train_tiny_model(tmp_path / "run")
     scans = tmp_path / "scans"
     scans.mkdir()
     for name, spacing in (("a_good", 1.0), ("b_metres", 1000.0), ("c_good", 1.0)):
@@ -139,13 +138,7 @@ def test_a_scan_in_metres_is_reported_and_the_scans_after_it_are_still_predicted
 
 
 def test_a_sheared_scan_is_predicted_with_one_warning_line_naming_it(tmp_path, capsys):
-    from _training_data import memory_cases, tiny_config
-
-    from tctseg.training import Trainer
-
-    train, _ = memory_cases()
-    Trainer(tiny_config(epochs=1, iterations_per_epoch=1), tmp_path / "run", device="cpu", train_cases=train,
-            val_cases=[], progress=False).fit()
+    train_tiny_model(tmp_path / "run")
     scans = tmp_path / "scans"
     scans.mkdir()
     affine = np.diag([1.0, 1.0, 3.0, 1.0])
@@ -165,13 +158,7 @@ def test_a_dicom_series_with_a_missing_slice_is_one_line_without_itk_warnings(tm
     """The geometry check runs before ITK reads the series, so ITK's multi-line warning never shows."""
     import shutil
 
-    from _training_data import memory_cases, tiny_config
-
-    from tctseg.training import Trainer
-
-    train, _ = memory_cases()
-    Trainer(tiny_config(epochs=1, iterations_per_epoch=1), tmp_path / "run", device="cpu", train_cases=train,
-            val_cases=[], progress=False).fit()
+    train_tiny_model(tmp_path / "run")
     series = tmp_path / "scans" / "gap"
     shutil.copytree(REPO.parent / "shared" / "data" / "ct-example" / "dicom_series", series)
     sorted(series.iterdir())[9].unlink()
