@@ -43,8 +43,7 @@ from tctseg.data.io import save_nifti
 from tctseg.errors import ConfigError, DataError
 from tctseg.evaluation.evaluate import EvaluationResult, evaluate_files, write_csv, write_json, write_markdown
 from tctseg.inference.predict import TASK_MASKS_SUFFIX, PredictionInput, predict_cases, write_index
-
-RESULTS_JSON = "results.json"
+from tctseg.layout import ExperimentLayout, RunLayout
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,7 @@ def write_ground_truths(config: Config, run_dir: Path) -> list[TestCase]:
         for source in find_cases(dataset, config.classes):
             if source.label is None:
                 raise DataError(f"{source.image}: test case {source.case_id} of {dataset.name} has no label")
-            path = run_dir / "ground_truth" / dataset.name / f"{source.case_id}.nii.gz"
+            path = ExperimentLayout(run_dir).ground_truth(dataset.name) / f"{source.case_id}.nii.gz"
             if not path.exists():
                 image, label = source.load()
                 save_nifti(label.astype(np.uint8), image.affine, path, dtype=np.uint8)
@@ -85,15 +84,16 @@ def predict_test_cases(
     class's own mask (task-prompted methods).
     """
     start = time.perf_counter()
+    run = RunLayout(method_dir)
     results = []
     for dataset in dict.fromkeys(c.dataset for c in cases):
         inputs = [PredictionInput(c.case_id, c.image, c.ground_truth, c.dataset) for c in cases if c.dataset == dataset]
-        results += predict_cases(checkpoint, inputs, method_dir / "predictions" / dataset, overwrite=True,
+        results += predict_cases(checkpoint, inputs, run.predictions_for(dataset), overwrite=True,
                                  save_task_masks=task_masks, device=device, progress=progress)
     failed = [r for r in results if not r.ok]
     if failed:
         raise DataError(f"prediction failed for {len(failed)} test case(s): " + "; ".join(f"{r.case_id}: {r.error}" for r in failed))
-    write_index(method_dir / "predictions", results)  # one index over every dataset, for the report
+    write_index(run.predictions, results)  # one index over every dataset, for the report
     return time.perf_counter() - start
 
 
@@ -107,14 +107,15 @@ def evaluate_test_cases(
     """
     result = EvaluationResult(classes=list(config.classes))
     suffix = TASK_MASKS_SUFFIX if task_masks else ".nii.gz"
+    run = RunLayout(method_dir)
     for c in cases:
-        prediction = method_dir / "predictions" / c.dataset / f"{c.case_id}{suffix}"
+        prediction = run.predictions_for(c.dataset) / f"{c.case_id}{suffix}"
         result.rows += evaluate_files(prediction, c.ground_truth, config.classes, None, c.annotated, c.dataset, c.case_id)
-    metrics_dir = method_dir / "metrics"
-    metrics_dir.mkdir(parents=True, exist_ok=True)
-    write_json(result, metrics_dir / "metrics.json")
-    write_csv(result, metrics_dir / "metrics.csv")
-    write_markdown(result, metrics_dir / "metrics.md")
+    metrics = run.metrics
+    metrics.root.mkdir(parents=True, exist_ok=True)
+    write_json(result, metrics.json)
+    write_csv(result, metrics.csv)
+    write_markdown(result, metrics.md)
     return result
 
 
@@ -139,7 +140,7 @@ def run_method(
 
     per_task = method_class(method).task_prompted  # scored as its authors do (module docstring)
     method_config = config.with_method(method)
-    method_dir = run_dir / method
+    method_dir = ExperimentLayout(run_dir).method(method).root
     start = time.perf_counter()
     # a resumed fine-tuning keeps its own weights; PFL runs its three stages (methods/pfl.py)
     trainer = build_trainer(method_config, method_dir, resume=resume, overwrite=overwrite, device=device,
@@ -186,6 +187,6 @@ def run_experiment(
     for method in methods:
         results[method] = run_method(config, method, run_dir, cases, resume=resume, overwrite=overwrite,
                                      device=device, progress=progress)
-        (run_dir / RESULTS_JSON).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        ExperimentLayout(run_dir).results_json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
     build_report(run_dir)
     return results

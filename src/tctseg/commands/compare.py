@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from tctseg.compare import TABLE_NAMES, run_compare
     from tctseg.config import load_config
     from tctseg.errors import ConfigError
+    from tctseg.layout import CompareLayout
     from tctseg.methods import available_methods
 
     config = load_config(args.config, args.overrides)
@@ -72,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         ablations=[a.strip() for a in args.ablations.split(",") if a.strip()] if args.ablations else None,
     )
+    layout = CompareLayout(output)
     for name in written:
-        print(f"{name + ':':<16}{output / 'tables' / (name + '.md')}")
-    print(f"report:         {output / 'report.html'}")
+        print(f"{name + ':':<16}{layout.tables / (name + '.md')}")
+    print(f"report:         {layout.report_html}")
     return 0

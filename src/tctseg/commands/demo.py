@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     from tctseg.commands.run import print_summary
     from tctseg.config import load_config
     from tctseg.data.phantom import write_phantom
-    from tctseg.experiment import RESULTS_JSON, run_experiment
+    from tctseg.experiment import run_experiment
+    from tctseg.layout import ExperimentLayout
 
     start = time.perf_counter()
     if not (args.phantom / "README.md").exists():
@@ -47,9 +48,10 @@ def run(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     results = run_experiment(config, methods, args.out, overwrite=True, device="cpu", progress=not args.no_progress)
     total = time.perf_counter() - start
-    summary = json.loads((args.out / RESULTS_JSON).read_text(encoding="utf-8"))
+    layout = ExperimentLayout(args.out)
+    summary = json.loads(layout.results_json.read_text(encoding="utf-8"))
     print_summary(summary, config.classes)
     print(f"demo finished in {total / 60:.1f} min")
-    print(f"results: {args.out / RESULTS_JSON}")
-    print(f"report:  {(args.out / 'report.html').resolve()}")
+    print(f"results: {layout.results_json}")
+    print(f"report:  {layout.report_html.resolve()}")
     return 0 if results else 1

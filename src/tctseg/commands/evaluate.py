@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from tctseg.errors import ConfigError, OutputError
+from tctseg.layout import MetricsLayout, RunLayout
 from tctseg.outputs import ensure_writable
 
 NAME = "evaluate"
@@ -61,25 +62,22 @@ def run(args: argparse.Namespace) -> int:
         dataset_name=args.dataset or args.gt_dir.resolve().name,
         progress=not args.no_progress,
     )
+    metrics = MetricsLayout(out_dir)
     try:
-        write_csv(result, out_dir / "metrics.csv")
-        write_json(result, out_dir / "metrics.json")
-        write_markdown(result, out_dir / "metrics.md")
+        write_csv(result, metrics.csv)
+        write_json(result, metrics.json)
+        write_markdown(result, metrics.md)
     except OSError as e:
         raise OutputError(f"{e.filename or out_dir}: cannot write metrics ({e.strerror or e})") from None
     print(result_markdown(result), end="")
-    print(f"metrics written to {out_dir}/metrics.{{csv,json,md}}")
+    print(f"metrics written to {metrics.csv.with_suffix('')}.{{csv,json,md}}")
     return 0
 
 
 def default_output_dir(pred_dir: Path) -> Path:
     """RUN/metrics for RUN/predictions[/<dataset>] (the run-directory layout), else PRED_DIR/metrics."""
-    pred_dir = Path(pred_dir)
-    if pred_dir.name == "predictions":
-        return pred_dir.parent / "metrics"
-    if pred_dir.parent.name == "predictions":
-        return pred_dir.parent.parent / "metrics"
-    return pred_dir / "metrics"
+    run = RunLayout.of_predictions(pred_dir)
+    return run.metrics.root if run is not None else RunLayout(pred_dir).metrics.root
 
 
 def parse_label_map(text: str) -> dict[int, str]:

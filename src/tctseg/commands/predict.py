@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from tctseg.layout import CHECKPOINT_BEST, PREDICTIONS_INDEX
 from tctseg.predict_options import DEFAULT_QC_THRESHOLD, OUTPUT_FORMATS
 
 NAME = "predict"
@@ -13,13 +14,13 @@ HELP = "segment scans (NIfTI files or DICOM series) with a trained checkpoint"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", type=Path, help="checkpoint file (e.g. runs/x/checkpoint_best.pt)")
+    parser.add_argument("model", type=Path, help=f"checkpoint file (e.g. runs/x/{CHECKPOINT_BEST})")
     parser.add_argument(
         "input",
         type=Path,
         help="a NIfTI file, a folder of NIfTI files, a DICOM series folder, or a folder of DICOM series folders",
     )
-    parser.add_argument("output", type=Path, help="output folder for <case>.nii.gz label maps and index.json")
+    parser.add_argument("output", type=Path, help=f"output folder for <case>.nii.gz label maps and {PREDICTIONS_INDEX}")
     parser.add_argument("--overlap", type=float, help="sliding-window overlap in [0, 1) (default: config inference.overlap)")
     parser.add_argument("--sw-batch", type=int, help="windows per network call (default: config inference.sw_batch_size)")
     parser.add_argument("--tta", action="store_true", default=None, help="flip test-time augmentation (8× slower)")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from tctseg.layout import REPORT_HTML, REPORT_MD
+
 NAME = "report"
-HELP = "write RUN_DIR/report.html and report.md: metrics, curves, overlays, config"
+HELP = f"write RUN_DIR/{REPORT_HTML} and {REPORT_MD}: metrics, curves, overlays, config"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -27,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
 
     from tctseg.config import load_config
     from tctseg.errors import ConfigError
-    from tctseg.experiment import RESULTS_JSON, run_experiment
+    from tctseg.experiment import run_experiment
+    from tctseg.layout import ExperimentLayout
     from tctseg.methods import available_methods
 
     config = load_config(args.config, args.overrides)
@@ -41,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     results = run_experiment(config, methods, run_dir, resume=args.resume, overwrite=args.overwrite,
                              device=device, progress=not args.no_progress)
     print_summary(results, config.classes)
-    print(f"results: {run_dir / RESULTS_JSON}\nreport:  {run_dir / 'report.html'}")
+    layout = ExperimentLayout(run_dir)
+    print(f"results: {layout.results_json}\nreport:  {layout.report_html}")
     return 0
 
 

@@ -32,7 +32,8 @@ from tctseg.compare.subsets import fraction_cases, split_half, with_training_fra
 from tctseg.compare.tables import CompareTable, budget_line, format_duration, mean_sd, plural, write_table
 from tctseg.config import Config, DatasetConfig
 from tctseg.errors import ConfigError
-from tctseg.experiment import RESULTS_JSON, TestCase, write_ground_truths
+from tctseg.experiment import TestCase, write_ground_truths
+from tctseg.layout import LOG_CSV, METRICS_STEM, CompareLayout
 from tctseg.methods import method_class
 
 TABLE_NAMES = ("main", "efficiency", "lowdata", "ablation", "generalisation", "transfer")
@@ -207,7 +208,7 @@ class Comparison:
             notes=[
                 "Parameters at inference: those method.predict_logits uses (TCT's auxiliary task heads "
                 "and loss weights excluded); in training: every parameter the method optimises.",
-                "Training time per epoch: mean epoch_time_s of the main runs' log.csv (mean ± sd over seeds); "
+                f"Training time per epoch: mean epoch_time_s of the main runs' {LOG_CSV} (mean ± sd over seeds); "
                 "PFL counts all its stages: each single-organ network's and the final network's epoch time, "
                 "plus the labelling time spread over the epochs; "
                 f"inference: median of 3 predict_logits calls on one random [1, 1, {', '.join(map(str, self.infer_patch))}] "
@@ -294,7 +295,7 @@ class Comparison:
             header=["test dataset", "fully labeled", "method"] + metric_header(classes),
             rows=rows,
             budget=self.budget(sum(_wall_time(r) for r in results.values())),
-            notes=["The main table's runs, scored per test dataset (metrics.json per_dataset); "
+            notes=[f"The main table's runs, scored per test dataset ({METRICS_STEM}.json per_dataset); "
                    "– where a dataset does not annotate a class. DSC in %, HD95 in mm; mean ± sd over seeds."],
         )
 
@@ -321,7 +322,7 @@ class Comparison:
         from tctseg.preprocessing.cache import prepare
 
         prepare(base, roles=("train",), progress=self.progress, wait_for_lock=True)
-        transfer_dir = self.output / "transfer"
+        transfer_dir = CompareLayout(self.output).table("transfer").root
         cases = write_ground_truths(base, transfer_dir)
         # (row label, folder prefix, method trained, main-table method whose checkpoint starts it)
         starts = [("from scratch", "scratch", TRANSFER_SCRATCH_METHOD, None)]
@@ -442,13 +443,14 @@ def run_compare(
     }
     start = time.perf_counter()
     written: dict[str, CompareTable] = {}
+    layout = CompareLayout(output)
     for name in names:
         table = builders[name]()
-        write_table(table, output / "tables")
-        print(f"[compare] table {name}: {output / 'tables' / (name + '.md')}", flush=True)
+        write_table(table, layout.tables)
+        print(f"[compare] table {name}: {layout.tables / (name + '.md')}", flush=True)
         written[name] = table
     if comparison.finished_main_results:
-        write_results(comparison.finished_main_results, config.classes, output / RESULTS_JSON)
+        write_results(comparison.finished_main_results, config.classes, layout.results_json)
     build_report(output)
     print(f"[compare] {comparison.book.count} run(s), {format_duration(time.perf_counter() - start)}", flush=True)
     return written

@@ -21,10 +21,8 @@ from typing import Any
 from tctseg.config import Config
 from tctseg.errors import OutputError
 from tctseg.experiment import TestCase, run_method
+from tctseg.layout import CompareLayout
 from tctseg.training.pfl_pipeline import seconds_per_epoch
-from tctseg.training.trainer import RUN_MARKERS
-
-RESULT_JSON = "result.json"
 
 
 def run_key(config: Config, method: str, cases: Sequence[TestCase], init_checkpoint: Path | None) -> str:
@@ -66,18 +64,19 @@ class RunBook:
         """The result of one run: run_method's summary plus ``epoch_time_s``, ``per_dataset``, ``folder``."""
         config = config.with_method(method)
         key = run_key(config, method, cases, init_checkpoint)
-        folder = self.output / table / variant / f"seed{seed}"
+        experiment = CompareLayout(self.output).run(table, variant, seed)
+        folder, method_run = experiment.root, experiment.method(method)
         label = f"{table}/{variant}/seed{seed} ({method})"
         self.count += 1
         if key in self.finished:
             result = self.finished[key]
             print(f"[compare {self.count}] {label}: same run as {result['folder']}", flush=True)
             return result
-        stored = _read_json(folder / RESULT_JSON)
+        stored = _read_json(experiment.result_json)
         if stored is not None and not self.overwrite:
             if stored.get("key") != key:
                 raise OutputError(
-                    f"{folder / RESULT_JSON}: holds a run of another config or data; "
+                    f"{experiment.result_json}: holds a run of another config or data; "
                     "use another --output, or --overwrite to train again"
                 )
             print(f"[compare {self.count}] {label}: finished before, reused", flush=True)
@@ -85,23 +84,22 @@ class RunBook:
             return stored
         print(f"[compare {self.count}] {label}: training {config.train.epochs} epoch(s) ...", flush=True)
         # an interrupted training resumes; a fresh folder starts without a resume warning
-        started = any((folder / method / marker).exists() for marker in RUN_MARKERS)
+        started = any(marker.exists() for marker in method_run.markers)
         summary = run_method(
             config, method, folder, cases,
             resume=started and not self.overwrite, overwrite=self.overwrite,
             device=self.device, progress=self.progress, init_checkpoint=init_checkpoint,
         )
-        method_dir = folder / method
-        metrics = _read_json(method_dir / "metrics" / "metrics.json") or {}
+        metrics = _read_json(method_run.metrics_json) or {}
         result = _json_safe({
             **summary,
             "key": key,
             "method": method,
             "folder": str(folder),
-            "epoch_time_s": seconds_per_epoch(method_dir),  # PFL: all its stages
+            "epoch_time_s": seconds_per_epoch(method_run.root),  # PFL: all its stages
             "per_dataset": metrics.get("per_dataset", {}),
         })
-        (folder / RESULT_JSON).write_text(json.dumps(_json_safe(result), indent=2) + "\n", encoding="utf-8")
+        experiment.result_json.write_text(json.dumps(_json_safe(result), indent=2) + "\n", encoding="utf-8")
         mean = result.get("mean_dsc")
         shown = "–" if mean is None else f"{100 * mean:.1f}%"
         print(f"[compare {self.count}] {label}: done in {summary['wall_time_s']:.0f} s, mean DSC {shown}", flush=True)

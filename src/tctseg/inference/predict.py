@@ -37,6 +37,7 @@ import numpy as np
 from tctseg.errors import ConfigError, DataError, OutputError, TctsegError
 from tctseg.inference.postprocess import keep_largest_component
 from tctseg.inference.reports import CaseReports
+from tctseg.layout import predictions_index
 from tctseg.locking import hold_folder_lock, releases_folder_locks
 from tctseg.outputs import ensure_writable
 from tctseg.predict_options import ReportOptions
@@ -54,7 +55,6 @@ NNUNET_CHANNEL_SUFFIX = "_0000"
 PROBABILITIES_SUFFIX = "_probabilities.nii.gz"
 TASK_MASKS_SUFFIX = "_tasks.nii.gz"
 TASK_THRESHOLD = 0.5  # a task's voxel is in its mask when σ_c > ½ (the authors' threshold)
-INDEX_NAME = "index.json"
 
 # modality of each dataset format when the config does not say (nnunet reads dataset.json)
 FORMAT_MODALITY = {
@@ -340,7 +340,7 @@ def write_index(output_dir: Path, results: Sequence[PredictionResult]) -> Path:
 
     Entries of earlier runs whose prediction file still exists are kept (this run's win).
     """
-    path = output_dir / INDEX_NAME
+    path = predictions_index(output_dir)
     entries: dict[str, dict[str, Any]] = {}
     try:
         for entry in json.loads(path.read_text(encoding="utf-8")):

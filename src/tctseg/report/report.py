@@ -28,19 +28,17 @@ from typing import Any
 import tctseg
 from tctseg.config import read_yaml
 from tctseg.errors import ConfigError, DataError, TctsegError
+from tctseg.layout import ExperimentLayout, RunLayout
 from tctseg.outputs import output_errors, write_atomically
 from tctseg.report.curves import training_curves_png
 from tctseg.report.document import Block, Heading, Image, Paragraph, Preformatted, Table, render_html, render_markdown
 from tctseg.report.overlays import class_overlays, load_index
 
-RUN_MARKERS = ("config.yaml", "log.csv", "metrics/metrics.json", "predictions", "checkpoint_last.pt")
-FILES_DIR = "report_files"
-TABLES_DIR = "tables"  # <name>.md written by `tctseg compare`
 
 
 def is_method_dir(path: Path) -> bool:
     """True where ``path`` looks like one method's run directory."""
-    return path.is_dir() and any((path / marker).exists() for marker in RUN_MARKERS)
+    return path.is_dir() and any(sign.exists() for sign in RunLayout(path).signs)
 
 
 def find_method_dirs(run_dir: Path) -> list[Path]:
@@ -55,12 +53,14 @@ def build_report(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise DataError(f"{run_dir}: run directory not found")
-    results_path = run_dir / "results.json"
+    layout = ExperimentLayout(run_dir)
+    results_path = layout.results_json
     method_dirs = _in_results_order(find_method_dirs(run_dir), _read_json(results_path))
-    table_files = sorted((run_dir / TABLES_DIR).glob("*.md"))
+    table_files = sorted(layout.tables.glob("*.md"))
     if not method_dirs and not results_path.exists() and not table_files:
+        signs = ", ".join(str(sign.relative_to(run_dir)) for sign in RunLayout(run_dir).signs)
         raise DataError(
-            f"{run_dir}: not a run directory (no {', '.join(RUN_MARKERS)} in it or its sub-folders, no results.json)"
+            f"{run_dir}: not a run directory (no {signs} in it or its sub-folders, no {results_path.name})"
         )
     blocks: list[Block] = [
         Paragraph(f"Generated {_dt.datetime.now():%Y-%m-%d %H:%M} by tctseg {tctseg.__version__} from {run_dir.resolve()}."),
@@ -72,21 +72,21 @@ def build_report(run_dir: str | Path) -> Path:
         blocks.append(Heading(2, "Tables (tctseg compare)"))
         for path in table_files:
             blocks += _markdown_table_blocks(path)
-    metrics = {d.name: _read_json(d / "metrics" / "metrics.json") for d in method_dirs}
+    metrics = {d.name: _read_json(RunLayout(d).metrics_json) for d in method_dirs}
     with_metrics = {name: m for name, m in metrics.items() if m}
     if len(with_metrics) > 1:
         blocks += [Heading(2, "Comparison of methods"), _comparison_table(with_metrics)]
     for method_dir in method_dirs:
         blocks += _method_section(method_dir, metrics[method_dir.name], prefix=_slug(method_dir.name))
     title = f"tctseg report — {run_dir.resolve().name}"
-    html_path = run_dir / "report.html"
+    html_path = layout.report_html
     html = render_html(title, blocks)
     write_atomically(html_path, lambda tmp: tmp.write_text(html, encoding="utf-8"), "the report")
-    with output_errors(run_dir / FILES_DIR, "the report's images"):
-        for stale in (run_dir / FILES_DIR).glob("*.png"):  # images of an earlier report
+    with output_errors(layout.report_files, "the report's images"):
+        for stale in layout.report_files.glob("*.png"):  # images of an earlier report
             stale.unlink()
-        markdown = render_markdown(title, blocks, run_dir / FILES_DIR)
-    write_atomically(run_dir / "report.md", lambda tmp: tmp.write_text(markdown, encoding="utf-8"), "the report")
+        markdown = render_markdown(title, blocks, layout.report_files)
+    write_atomically(layout.report_md, lambda tmp: tmp.write_text(markdown, encoding="utf-8"), "the report")
     return html_path
 
 
@@ -95,7 +95,8 @@ def build_report(run_dir: str | Path) -> Path:
 
 def _method_section(method_dir: Path, metrics: dict[str, Any] | None, prefix: str) -> list[Block]:
     blocks: list[Block] = [Heading(2, f"Method: {method_dir.name}")]
-    config = _read_yaml(method_dir / "config.yaml")
+    run = RunLayout(method_dir)
+    config = _read_yaml(run.config_yaml)
     classes = (metrics or {}).get("classes") or (config or {}).get("classes") or []
 
     blocks.append(Heading(3, "Metrics"))
@@ -108,13 +109,13 @@ def _method_section(method_dir: Path, metrics: dict[str, Any] | None, prefix: st
         n_cases = len({(c.get("dataset"), c.get("case_id")) for c in metrics.get("cases", [])})
         blocks.append(Paragraph(f"{n_cases} test case(s); means per class over the cases annotating it."))
     else:
-        blocks.append(Paragraph("No metrics/metrics.json (run `tctseg evaluate`)."))
+        blocks.append(Paragraph(f"No {_in_run(run.metrics_json, run)} (run `tctseg evaluate`)."))
 
     blocks.append(Heading(3, "Training curves"))
     from tctseg.training.pfl_pipeline import final_run_folder
 
-    training_dir = final_run_folder(method_dir)  # PFL: its final network's curves
-    progress_png, log_csv = training_dir / "progress.png", training_dir / "log.csv"
+    training = RunLayout(final_run_folder(method_dir))  # PFL: its final network's curves
+    progress_png, log_csv = training.progress_png, training.log_csv
     curves = None
     if progress_png.exists():
         curves = progress_png.read_bytes()
@@ -126,23 +127,24 @@ def _method_section(method_dir: Path, metrics: dict[str, Any] | None, prefix: st
     if curves:
         blocks.append(Image(f"{prefix}_curves.png", curves, f"{method_dir.name}: training curves"))
     elif not log_csv.exists():
-        blocks.append(Paragraph("No progress.png or log.csv."))
+        blocks.append(Paragraph(f"No {progress_png.name} or {log_csv.name}."))
 
     blocks.append(Heading(3, "Prediction vs ground truth"))
     blocks += _overlay_blocks(method_dir, classes, prefix)
 
     blocks.append(Heading(3, "Configuration"))
-    config_path = method_dir / "config.yaml"
-    blocks.append(Preformatted(config_path.read_text(encoding="utf-8")) if config_path.exists() else Paragraph("No config.yaml."))
+    config_path = run.config_yaml
+    blocks.append(Preformatted(config_path.read_text(encoding="utf-8")) if config_path.exists() else Paragraph(f"No {config_path.name}."))
     return blocks
 
 
 def _overlay_blocks(method_dir: Path, classes: list[str], prefix: str) -> list[Block]:
-    index_path = method_dir / "predictions" / "index.json"
+    run = RunLayout(method_dir)
+    index_path = run.predictions_index
     if not index_path.exists():
-        return [Paragraph("No predictions/index.json: no overlays.")]
+        return [Paragraph(f"No {_in_run(index_path, run)}: no overlays.")]
     if not classes:
-        return [Paragraph("No class list (metrics.json or config.yaml): no overlays.")]
+        return [Paragraph(f"No class list ({run.metrics_json.name} or {run.config_yaml.name}): no overlays.")]
     problems: list[str] = []
     try:
         overlays = class_overlays(load_index(index_path), list(classes), problems)
@@ -204,7 +206,7 @@ def _results_summary(path: Path) -> list[Block]:
             [method] + [_pct(per_class.get(c), "dsc") for c in classes]
             + [_pct(r, "mean_dsc"), _mm(r, "mean_hd95"), _duration(r.get("wall_time_s"))]
         )
-    blocks: list[Block] = [Heading(2, "Summary (results.json)"), Table(header, rows)]
+    blocks: list[Block] = [Heading(2, f"Summary ({path.name})"), Table(header, rows)]
     per_task = [m for m, r in results.items() if isinstance(r, dict) and r.get("scoring") == "per_task"]
     if per_task:
         blocks.append(Paragraph(
@@ -244,10 +246,15 @@ def _in_results_order(method_dirs: list[Path], results: Any) -> list[Path]:
 
 def _convention(method_dirs: list[Path]) -> str:
     for d in method_dirs:
-        m = _read_json(d / "metrics" / "metrics.json")
+        m = _read_json(RunLayout(d).metrics_json)
         if m and m.get("convention"):
             return m["convention"]
     return ""
+
+
+def _in_run(path: Path, run: RunLayout) -> str:
+    """``path`` as the run folder names it, e.g. ``metrics/metrics.json``."""
+    return path.relative_to(run.root).as_posix()
 
 
 def _read_json(path: Path) -> Any:

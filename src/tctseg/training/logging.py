@@ -19,11 +19,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from tctseg.layout import RunLayout
 from tctseg.outputs import output_errors, write_atomically
-
-LOG_CSV = "log.csv"
-PROGRESS_PNG = "progress.png"
-TENSORBOARD_DIR = "tensorboard"
 
 
 RATIO_NUM, RATIO_DEN = ":num", ":den"
@@ -77,8 +74,9 @@ class TrainingLogger:
 
     def __init__(self, output_dir: str | Path, resume_epoch: int = 0, tensorboard: bool = True):
         self.output_dir = Path(output_dir)
+        self.layout = RunLayout(self.output_dir)
         self.rows: list[dict[str, float]] = [
-            r for r in read_log(self.output_dir / LOG_CSV) if resume_epoch and r.get("epoch", math.inf) <= resume_epoch
+            r for r in read_log(self.layout.log_csv) if resume_epoch and r.get("epoch", math.inf) <= resume_epoch
         ]
         self._writer = None
         if tensorboard:
@@ -87,7 +85,7 @@ class TrainingLogger:
             # purge_step drops events logged after the checkpoint we resume from
             with self._tensorboard_errors():
                 self._writer = SummaryWriter(
-                    log_dir=str(self.output_dir / TENSORBOARD_DIR), purge_step=resume_epoch + 1 if resume_epoch else None
+                    log_dir=str(self.layout.tensorboard), purge_step=resume_epoch + 1 if resume_epoch else None
                 )
 
     def log_epoch(self, row: dict[str, Any]) -> None:
@@ -105,7 +103,7 @@ class TrainingLogger:
 
     def _tensorboard_errors(self):
         """Turn an OSError of the TensorBoard writer (its thread re-raises it on the next call) into an OutputError."""
-        return output_errors(self.output_dir / TENSORBOARD_DIR, "TensorBoard events")
+        return output_errors(self.layout.tensorboard, "TensorBoard events")
 
     def _write_csv(self) -> None:
         columns: list[str] = []
@@ -119,11 +117,11 @@ class TrainingLogger:
                 for row in self.rows:
                     writer.writerow({k: _format(row[k]) if k in row else "" for k in columns})
 
-        write_atomically(self.output_dir / LOG_CSV, write, "the training log")
+        write_atomically(self.layout.log_csv, write, "the training log")
 
     def plot_progress(self) -> Path:
         """Write ``progress.png``: losses, validation DSC, learning rate and epoch time."""
-        return plot_progress(self.rows, self.output_dir / PROGRESS_PNG)
+        return plot_progress(self.rows, self.layout.progress_png)
 
     def close(self) -> None:
         if self._writer is not None:

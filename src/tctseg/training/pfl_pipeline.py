@@ -49,25 +49,13 @@ import yaml
 
 from tctseg.config import Config
 from tctseg.errors import DataError, OutputError
+from tctseg.layout import RunLayout
 from tctseg.methods import method_class
 from tctseg.methods.pfl import pseudo_full_label
 from tctseg.outputs import ensure_writable
 from tctseg.training import distributed as dist_utils
-from tctseg.training.logging import LOG_CSV, mean_epoch_time
-from tctseg.training.trainer import (
-    CONFIG_YAML,
-    PIPELINE_JSON,
-    RUN_MARKERS,
-    Trainer,
-    check_output_dir,
-    device_type_of,
-    load_cases,
-    remove_run_outputs,
-)
-
-STAGE1_DIR = "stage1"
-STAGE2_DIR = "stage2"
-STAGE3_DIR = "stage3"
+from tctseg.training.logging import mean_epoch_time
+from tctseg.training.trainer import Trainer, check_output_dir, device_type_of, load_cases, remove_run_outputs
 
 # one organ's foreground probability over a whole prepared volume: [X, Y, Z] → [X, Y, Z]
 OrganProbability = Callable[[np.ndarray], np.ndarray]
@@ -83,8 +71,8 @@ def build_trainer(config: Config, output_dir: str | Path, **kwargs: Any) -> Trai
 
 def final_run_folder(run_dir: str | Path) -> Path:
     """The folder with a run's final checkpoints and ``log.csv``: ``stage3/`` of a staged run."""
-    run_dir = Path(run_dir)
-    return run_dir / STAGE3_DIR if (run_dir / PIPELINE_JSON).exists() else run_dir
+    layout = RunLayout(run_dir)
+    return layout.stage3.root if layout.pipeline_json.exists() else layout.root
 
 
 def seconds_per_epoch(run_dir: str | Path) -> float | None:
@@ -95,12 +83,12 @@ def seconds_per_epoch(run_dir: str | Path) -> float | None:
     time, plus the labelling time spread over the final network's epochs. None while a part
     is missing.
     """
-    run_dir = Path(run_dir)
-    record = read_record(run_dir)
+    layout = RunLayout(run_dir)
+    record = read_record(layout.root)
     if record is None:
-        return mean_epoch_time(run_dir / LOG_CSV)
-    folders = [run_dir / STAGE1_DIR / name for name in record.get("stage1", {})] + [run_dir / STAGE3_DIR]
-    times = [mean_epoch_time(folder / LOG_CSV) for folder in folders]
+        return mean_epoch_time(layout.log_csv)
+    runs = [layout.stage1_network(name) for name in record.get("stage1", {})] + [layout.stage3]
+    times = [mean_epoch_time(run.log_csv) for run in runs]
     labelling = record.get("stage2", {}).get("seconds")
     if any(t is None for t in times) or labelling is None:
         return None
@@ -110,7 +98,7 @@ def seconds_per_epoch(run_dir: str | Path) -> float | None:
 def read_record(run_dir: Path) -> dict[str, Any] | None:
     """``pipeline.json`` of a staged run (None for a plain run or an unreadable file)."""
     try:
-        record = json.loads((run_dir / PIPELINE_JSON).read_text(encoding="utf-8"))
+        record = json.loads(RunLayout(run_dir).pipeline_json.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
     return record if isinstance(record, dict) else None
@@ -316,6 +304,7 @@ class PFLPipeline:
     ):
         self.config = config
         self.output_dir = Path(output_dir)
+        self.layout = RunLayout(self.output_dir)
         self.device = device
         self.progress = progress
         self.init_checkpoint = init_checkpoint
@@ -327,9 +316,9 @@ class PFLPipeline:
             ensure_writable(self.output_dir, "the output folder")
             if overwrite:
                 remove_run_outputs(self.output_dir)
-                for name in (STAGE1_DIR, STAGE2_DIR, STAGE3_DIR):
-                    shutil.rmtree(self.output_dir / name, ignore_errors=True)
-                (self.output_dir / PIPELINE_JSON).unlink(missing_ok=True)
+                for folder in self.layout.stage_folders:
+                    shutil.rmtree(folder, ignore_errors=True)
+                self.layout.pipeline_json.unlink(missing_ok=True)
         dist_utils.barrier(self.context)
         self.train_cases = list(train_cases) if train_cases is not None else load_cases(config, "train")
         self.val_cases = list(val_cases) if val_cases is not None else load_cases(config, "validation")
@@ -337,7 +326,7 @@ class PFLPipeline:
         self.record.update(method=config.method.name, epochs=config.train.epochs)
         self.record.setdefault("stage1", {})
         if self.context.is_main:
-            (self.output_dir / CONFIG_YAML).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+            self.layout.config_yaml.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
             self._save_record()
 
     @cached_property
@@ -372,7 +361,7 @@ class PFLPipeline:
             train = [SingleOrganCase(c, class_id) for c in self.train_cases if class_id in c.annotated]
             val = [SingleOrganCase(c, class_id) for c in self.val_cases if class_id in c.annotated and c.label is not None]
             self._say(f"PFL stage 1: the {name} network on {len(train)} training case(s) ...")
-            folder = self.output_dir / STAGE1_DIR / name
+            folder = self.layout.stage1_network(name).root
             summary = self._train(single_organ_config(self.config, name), folder, train, val).fit()
             checkpoint = self._chosen_checkpoint(summary)
             checkpoints[class_id] = checkpoint
@@ -385,7 +374,7 @@ class PFLPipeline:
 
     def stage2(self, checkpoints: Mapping[int, Path]) -> list[PseudoFullCase]:
         """Label every training case (rank 0; the others wait), or reuse the labels there."""
-        folder = self.output_dir / STAGE2_DIR
+        folder = self.layout.stage2
         device = torch.device(self.device) if self.device is not None else dist_utils.device_for(
             self.context, "cuda" if torch.cuda.is_available() else "cpu")
         networks = {k: organ_probability_from_checkpoint(path, device, self.config.network.channels_last)
@@ -412,7 +401,7 @@ class PFLPipeline:
             self._say("PFL stage 3: the final network finished before, reused")
         else:
             self._say(f"PFL stage 3: a fresh network on {len(cases)} pseudo-fully labelled case(s) ...")
-        trainer = self._train(self.config, self.output_dir / STAGE3_DIR, cases, self.val_cases,
+        trainer = self._train(self.config, self.layout.stage3.root, cases, self.val_cases,
                               init_checkpoint=self.init_checkpoint)
         summary = trainer.fit()
         self.method = trainer.method
@@ -423,7 +412,7 @@ class PFLPipeline:
         return summary
 
     def _train(self, config: Config, folder: Path, train: Sequence[Any], val: Sequence[Any], **kwargs: Any) -> Trainer:
-        started = any((folder / marker).exists() for marker in RUN_MARKERS)
+        started = any(marker.exists() for marker in RunLayout(folder).markers)
         return Trainer(config, folder, resume=started, device=self.device, train_cases=train, val_cases=val,
                        progress=self.progress, **kwargs)
 
@@ -435,7 +424,7 @@ class PFLPipeline:
 
     def _save_record(self) -> None:
         if self.context.is_main:
-            _write_json(self.output_dir / PIPELINE_JSON, self.record)
+            _write_json(self.layout.pipeline_json, self.record)
 
     def _say(self, text: str) -> None:
         if self.context.is_main:

@@ -24,12 +24,13 @@ import yaml
 
 import tctseg
 from tctseg.errors import CheckpointError, ConfigError, OutputError, TrainingError
+from tctseg.layout import RunLayout
 from tctseg.outputs import ensure_writable, write_atomically
 from tctseg.settings import OPTIMIZERS, SCHEDULES
 from tctseg.methods import build_method
 from tctseg.training import distributed as dist_utils
 from tctseg.checkpoint import check_compatible, load_checkpoint, preprocessing_settings, save_checkpoint
-from tctseg.training.logging import LOG_CSV, PROGRESS_PNG, TENSORBOARD_DIR, TrainingLogger, loss_part_columns
+from tctseg.training.logging import TrainingLogger, loss_part_columns
 from tctseg.training.seeding import capture_rng_state, rank_seed, restore_rng_state, seed_everything
 
 if TYPE_CHECKING:
@@ -39,16 +40,6 @@ if TYPE_CHECKING:
     from tctseg.preprocessing.cache import PreparedCase
 
 log = logging.getLogger("tctseg.training")
-
-CHECKPOINT_LAST = "checkpoint_last.pt"
-CHECKPOINT_BEST = "checkpoint_best.pt"
-CONFIG_YAML = "config.yaml"
-# a staged run's record of its finished stages (PFL: tctseg.training.pfl_pipeline)
-PIPELINE_JSON = "pipeline.json"
-# files whose presence means the folder holds a run
-RUN_MARKERS = (CHECKPOINT_LAST, LOG_CSV, PIPELINE_JSON)
-# what --overwrite removes: the previous run's training outputs, nothing else
-RUN_OUTPUTS = (CHECKPOINT_LAST, CHECKPOINT_BEST, LOG_CSV, PROGRESS_PNG, CONFIG_YAML, TENSORBOARD_DIR)
 
 
 def learning_rate(schedule: str, base_lr: float, epoch: int, epochs: int) -> float:
@@ -101,7 +92,7 @@ def check_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> None:
         raise OutputError(f"{output_dir}: choose --resume or --overwrite, not both")
     if output_dir.exists() and not output_dir.is_dir():
         raise OutputError(f"{output_dir}: exists and is not a folder")
-    markers = [m for m in RUN_MARKERS if (output_dir / m).exists()]
+    markers = [m.name for m in RunLayout(output_dir).markers if m.exists()]
     if markers and not (resume or overwrite):
         raise OutputError(
             f"{output_dir}: holds another run ({', '.join(markers)}); "
@@ -111,8 +102,7 @@ def check_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> None:
 
 def remove_run_outputs(output_dir: Path) -> None:
     """Delete the training outputs of a previous run (for ``--overwrite``)."""
-    for name in RUN_OUTPUTS:
-        path = output_dir / name
+    for path in RunLayout(output_dir).outputs:
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():
@@ -140,6 +130,7 @@ class Trainer:
     ``checkpoint_best.pt`` (best mean validation DSC), ``log.csv``, ``tensorboard/`` and
     ``progress.png`` — all from rank 0 only. ``resume`` continues from ``checkpoint_last.pt``
     (a fresh start when there is none); ``overwrite`` deletes a previous run's outputs.
+    The names come from :class:`tctseg.layout.RunLayout` (``self.layout``).
     ``train_cases`` / ``val_cases``: prepared cases; default ``load_prepared(config, role)``
     for roles ``train`` / ``validation``. ``device``: ``cpu``, ``cuda`` or None (CUDA if present).
     ``init_checkpoint``: a fresh run starts from this checkpoint's weights (fine-tuning); a
@@ -160,6 +151,7 @@ class Trainer:
     ):
         self.config = config
         self.output_dir = Path(output_dir)
+        self.layout = RunLayout(self.output_dir)
         self.progress = progress
         device_type = device_type_of(device)
 
@@ -174,7 +166,7 @@ class Trainer:
                 remove_run_outputs(self.output_dir)
         dist_utils.barrier(self.context)
 
-        checkpoint_path = self.output_dir / CHECKPOINT_LAST
+        checkpoint_path = self.layout.checkpoint_last
         checkpoint = None
         if resume and checkpoint_path.exists():
             checkpoint = load_checkpoint(checkpoint_path)
@@ -215,7 +207,7 @@ class Trainer:
         self.logger = TrainingLogger(self.output_dir, resume_epoch=self.start_epoch) if self.context.is_main else None
         if self.context.is_main:
             text = yaml.safe_dump(config.to_dict(), sort_keys=False)
-            write_atomically(self.output_dir / CONFIG_YAML, lambda tmp: tmp.write_text(text, encoding="utf-8"), "the run's config")
+            write_atomically(self.layout.config_yaml, lambda tmp: tmp.write_text(text, encoding="utf-8"), "the run's config")
 
     # ------------------------------------------------------------------ set-up helpers
 
@@ -282,8 +274,8 @@ class Trainer:
         return {
             "epochs_completed": self.start_epoch,
             "best_metric": self.best_metric,
-            "last_checkpoint": self.output_dir / CHECKPOINT_LAST,
-            "best_checkpoint": self.output_dir / CHECKPOINT_BEST if self.best_metric is not None else None,
+            "last_checkpoint": self.layout.checkpoint_last,
+            "best_checkpoint": self.layout.checkpoint_best if self.best_metric is not None else None,
         }
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
@@ -422,7 +414,7 @@ class Trainer:
                 limit,
             )
         if self.nonfinite_in_a_row >= limit:
-            last = self.output_dir / CHECKPOINT_LAST
+            last = self.layout.checkpoint_last
             where = f"the last checkpoint {last} is usable" if last.exists() else "no checkpoint was written yet"
             raise TrainingError(
                 f"training stopped in epoch {epoch + 1}: the loss was NaN or infinite in "
@@ -507,9 +499,9 @@ class Trainer:
 
     def _save(self, completed_epochs: int, improved: bool) -> None:
         state = self.checkpoint_state(completed_epochs)
-        save_checkpoint(state, self.output_dir / CHECKPOINT_LAST)
+        save_checkpoint(state, self.layout.checkpoint_last)
         if improved:
-            save_checkpoint(state, self.output_dir / CHECKPOINT_BEST)
+            save_checkpoint(state, self.layout.checkpoint_best)
 
     def _print_epoch(self, row: dict[str, float]) -> None:
         shown = [f"epoch {int(row['epoch'])}/{self.config.train.epochs}"]

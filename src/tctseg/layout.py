@@ -1,0 +1,252 @@
+"""Where tctseg's runs put their files: every run-folder file and folder name, once.
+
+Like nnU-Net's ``utilities/file_path_utilities.py``: the trainer, PFL's pipeline, predict,
+evaluate, run, compare and the report all ask this module for a path instead of spelling a
+name, so a renamed file is renamed here and nowhere else. It only joins paths (no file is
+read or written here) and imports nothing of tctseg.
+
+One method's run folder (:class:`RunLayout`, ``tctseg train`` writes the training part)::
+
+    <run>/
+      config.yaml  checkpoint_last.pt  checkpoint_best.pt  log.csv  progress.png  tensorboard/
+      pipeline.json                       a staged (PFL) run's record of its finished stages
+      stage1/<class>/  stage2/  stage3/   PFL's stages; stage1/<class> and stage3 are run folders
+      predictions/<dataset>/<case_id>.nii.gz, predictions/index.json
+      metrics/metrics.{json,csv,md}
+
+A ``tctseg run`` folder (:class:`ExperimentLayout`) holds one run folder per method, and
+a ``tctseg compare`` folder (:class:`CompareLayout`) one experiment folder per run::
+
+    <experiment>/
+      ground_truth/<dataset>/<case_id>.nii.gz   test labels in global ids
+      <method>/                                 a RunLayout
+      results.json  report.html  report.md  report_files/
+      result.json                               compare: this run's summary and key
+    <compare>/
+      <table>/                                  an ExperimentLayout (transfer: its test labels)
+      <table>/<variant>/seed<k>/                an ExperimentLayout, one run
+      tables/<name>.{md,csv}  results.json  report.html  report.md  report_files/
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# one method's run folder
+CONFIG_YAML = "config.yaml"
+CHECKPOINT_LAST = "checkpoint_last.pt"
+CHECKPOINT_BEST = "checkpoint_best.pt"
+LOG_CSV = "log.csv"
+PROGRESS_PNG = "progress.png"
+TENSORBOARD_DIR = "tensorboard"
+PIPELINE_JSON = "pipeline.json"
+STAGE1_DIR = "stage1"
+STAGE2_DIR = "stage2"
+STAGE3_DIR = "stage3"
+PREDICTIONS_DIR = "predictions"
+PREDICTIONS_INDEX = "index.json"  # in any folder `tctseg predict` writes, not only a run's
+METRICS_DIR = "metrics"
+METRICS_STEM = "metrics"  # metrics.json, metrics.csv, metrics.md
+
+# an experiment (run / compare) folder
+GROUND_TRUTH_DIR = "ground_truth"
+RESULTS_JSON = "results.json"
+RESULT_JSON = "result.json"
+REPORT_HTML = "report.html"
+REPORT_MD = "report.md"
+REPORT_FILES_DIR = "report_files"
+TABLES_DIR = "tables"
+
+
+def predictions_index(folder: str | Path) -> Path:
+    """``<folder>/index.json``: the case list of a folder of predictions."""
+    return Path(folder) / PREDICTIONS_INDEX
+
+
+@dataclass(frozen=True)
+class MetricsLayout:
+    """A folder of evaluation tables: ``metrics.json`` (what the report reads), ``.csv``, ``.md``."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def json(self) -> Path:
+        return self.root / f"{METRICS_STEM}.json"
+
+    @property
+    def csv(self) -> Path:
+        return self.root / f"{METRICS_STEM}.csv"
+
+    @property
+    def md(self) -> Path:
+        return self.root / f"{METRICS_STEM}.md"
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """One method's run folder (module docstring): training outputs, predictions, metrics."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    # ---- training (Trainer, rank 0)
+    @property
+    def config_yaml(self) -> Path:
+        return self.root / CONFIG_YAML
+
+    @property
+    def checkpoint_last(self) -> Path:
+        return self.root / CHECKPOINT_LAST
+
+    @property
+    def checkpoint_best(self) -> Path:
+        return self.root / CHECKPOINT_BEST
+
+    @property
+    def log_csv(self) -> Path:
+        return self.root / LOG_CSV
+
+    @property
+    def progress_png(self) -> Path:
+        return self.root / PROGRESS_PNG
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / TENSORBOARD_DIR
+
+    @property
+    def markers(self) -> tuple[Path, ...]:
+        """Files whose presence means a training was started here (resume or refuse)."""
+        return (self.checkpoint_last, self.log_csv, self.pipeline_json)
+
+    @property
+    def outputs(self) -> tuple[Path, ...]:
+        """What ``--overwrite`` removes: a previous training's outputs, nothing else."""
+        return (self.checkpoint_last, self.checkpoint_best, self.log_csv, self.progress_png, self.config_yaml,
+                self.tensorboard)
+
+    # ---- PFL's stages (tctseg.training.pfl_pipeline)
+    @property
+    def pipeline_json(self) -> Path:
+        return self.root / PIPELINE_JSON
+
+    @property
+    def stage1(self) -> Path:
+        return self.root / STAGE1_DIR
+
+    def stage1_network(self, class_name: str) -> RunLayout:
+        """The run folder of one single-organ network of stage 1."""
+        return RunLayout(self.stage1 / class_name)
+
+    @property
+    def stage2(self) -> Path:
+        return self.root / STAGE2_DIR
+
+    @property
+    def stage3(self) -> RunLayout:
+        """The final network's run folder."""
+        return RunLayout(self.root / STAGE3_DIR)
+
+    @property
+    def stage_folders(self) -> tuple[Path, ...]:
+        return (self.stage1, self.stage2, self.stage3.root)
+
+    # ---- prediction and evaluation
+    @property
+    def predictions(self) -> Path:
+        return self.root / PREDICTIONS_DIR
+
+    def predictions_for(self, dataset: str) -> Path:
+        """The predictions of one test dataset: ``predictions/<dataset>/``."""
+        return self.predictions / dataset
+
+    @property
+    def predictions_index(self) -> Path:
+        """``predictions/index.json``: one index over every dataset (the report's overlays)."""
+        return predictions_index(self.predictions)
+
+    @property
+    def metrics(self) -> MetricsLayout:
+        return MetricsLayout(self.root / METRICS_DIR)
+
+    @property
+    def metrics_json(self) -> Path:
+        return self.metrics.json
+
+    @property
+    def signs(self) -> tuple[Path, ...]:
+        """Paths any of which make a folder look like a method's run folder (the report's test)."""
+        return (self.config_yaml, self.log_csv, self.metrics_json, self.predictions, self.checkpoint_last)
+
+    @classmethod
+    def of_predictions(cls, folder: str | Path) -> RunLayout | None:
+        """The run folder whose ``predictions`` (or ``predictions/<dataset>``) ``folder`` is; None otherwise."""
+        folder = Path(folder)
+        if folder.name == PREDICTIONS_DIR:
+            return cls(folder.parent)
+        if folder.parent.name == PREDICTIONS_DIR:
+            return cls(folder.parent.parent)
+        return None
+
+
+@dataclass(frozen=True)
+class ExperimentLayout:
+    """A ``tctseg run`` folder (module docstring): ground truths, one run folder per method, the report."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    def method(self, name: str) -> RunLayout:
+        return RunLayout(self.root / name)
+
+    def ground_truth(self, dataset: str) -> Path:
+        """The test labels of one dataset, in global ids: ``ground_truth/<dataset>/``."""
+        return self.root / GROUND_TRUTH_DIR / dataset
+
+    @property
+    def results_json(self) -> Path:
+        return self.root / RESULTS_JSON
+
+    @property
+    def result_json(self) -> Path:
+        """A compare run's summary and key (:mod:`tctseg.compare.runs`)."""
+        return self.root / RESULT_JSON
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / REPORT_HTML
+
+    @property
+    def report_md(self) -> Path:
+        return self.root / REPORT_MD
+
+    @property
+    def report_files(self) -> Path:
+        """The report's PNGs (``report.md`` links them)."""
+        return self.root / REPORT_FILES_DIR
+
+    @property
+    def tables(self) -> Path:
+        """``tables/<name>.{md,csv}``, written by ``tctseg compare``."""
+        return self.root / TABLES_DIR
+
+
+@dataclass(frozen=True)
+class CompareLayout(ExperimentLayout):
+    """A ``tctseg compare`` folder: an experiment folder per run, and the tables."""
+
+    def table(self, name: str) -> ExperimentLayout:
+        """A table's folder: its runs, and test labels of its own (the transfer table's)."""
+        return ExperimentLayout(self.root / name)
+
+    def run(self, table: str, variant: str, seed: int) -> ExperimentLayout:
+        """One run of a table: ``<table>/<variant>/seed<k>/``."""
+        return ExperimentLayout(self.table(table).root / variant / f"seed{seed}")
