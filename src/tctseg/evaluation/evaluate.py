@@ -40,11 +40,11 @@ import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
+from tctseg.data.io import is_nifti
 from tctseg.errors import DataError, LabelError
 from tctseg.evaluation.metrics import dice, hd95
+from tctseg.inference import inputs
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-NNUNET_CHANNEL_SUFFIX = "_0000"
 UNLABELLED_NAMES = ("background", "ignore")
 CONVENTION = (
     "HD95 is the larger of the two directed 95th percentiles of surface distances, in mm "
@@ -243,13 +243,12 @@ def _as_integer_labels(labels: np.ndarray, source: str | Path) -> np.ndarray:
 
 
 def case_id_of(path: str | Path) -> str | None:
-    """Case id of a NIfTI file name (suffix and nnU-Net ``_0000`` stripped); None if not NIfTI."""
-    name = Path(path).name
-    for suffix in NIFTI_SUFFIXES:
-        if name.endswith(suffix) and not name.startswith("."):
-            stem = name[: -len(suffix)]
-            return stem[: -len(NNUNET_CHANNEL_SUFFIX)] if stem.endswith(NNUNET_CHANNEL_SUFFIX) else stem
-    return None
+    """Case id of a NIfTI file name (:func:`tctseg.inference.inputs.case_id_of`: suffix and
+    nnU-Net ``_0000`` stripped); None if not NIfTI or hidden."""
+    path = Path(path)
+    if not is_nifti(path) or path.name.startswith("."):
+        return None
+    return inputs.case_id_of(path)
 
 
 def nifti_files_by_case(folder: str | Path) -> dict[str, Path]:
