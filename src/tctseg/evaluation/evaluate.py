@@ -40,12 +40,12 @@ import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
+from tctseg.data.conversion.common import UNLABELLED_NAMES, relabel
 from tctseg.data.io import is_nifti
 from tctseg.errors import DataError, LabelError
 from tctseg.evaluation.metrics import dice, hd95
 from tctseg.inference import inputs
 
-UNLABELLED_NAMES = ("background", "ignore")
 CONVENTION = (
     "HD95 is the larger of the two directed 95th percentiles of surface distances, in mm "
     "(voxel spacing honoured). Both masks empty: DSC 1, HD95 0. Exactly one empty: DSC 0, "
@@ -214,11 +214,7 @@ def to_global_ids(
         raise LabelError(
             f"{source}: holds label {bad[0]}, but the label map defines only {sorted(lookup)}"
         )
-    out = np.zeros(labels.shape, dtype=np.uint16)
-    for source_id, global_id in lookup.items():
-        if global_id:
-            out[labels == source_id] = global_id
-    return out
+    return relabel(labels, lookup, np.uint16)
 
 
 def annotated_classes(classes: Sequence[str], label_map: dict[int, str] | None) -> list[str]:
