@@ -123,8 +123,8 @@ def save_nifti(
     ends in ``.nii.gz``, so a killed run leaves nothing that looks like a case) and renamed
     into place; whatever the write raises (even KeyboardInterrupt) the temporary file is
     removed. ``scale``: stored as the NIfTI ``scl_slope`` (uint8 probabilities use 1/255).
-    A ``.nii.gz`` is gzipped at level 1 (nibabel's default) with no time stamp, so the same
-    array gives the same bytes. Refuses (OutputError) to write over any path in ``protect``
+    A ``.nii.gz`` is gzipped at level 1 (nibabel's default) with no time stamp and the final
+    file's name in its header, so the same array gives the same bytes in every run. Refuses (OutputError) to write over any path in ``protect``
     (the inputs); a failed write is an OutputError naming ``path``.
     """
     path = Path(path)
@@ -143,7 +143,8 @@ def save_nifti(
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as raw:
             if path.name.endswith(".gz"):
-                with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1, mtime=0) as stream:
+                # the gzip header names the final file, not the temporary one: same array, same bytes
+                with gzip.GzipFile(path.name, "wb", compresslevel=1, fileobj=raw, mtime=0) as stream:
                     image.to_stream(stream)
             else:
                 image.to_stream(raw)
