@@ -15,9 +15,9 @@ order (:func:`tctseg.inference.predict.predict_cases`):
   trilinear to 1×1×3 mm);
 - ``windows``: :func:`~tctseg.inference.sliding_window.sliding_window_probabilities`
   (Gaussian blending; the window count is recorded);
-- ``resample_out``: :func:`~tctseg.inference.predict.labels_in_original_space` (each class's
+- ``resample_out``: :func:`~tctseg.inference.export.labels_in_original_space` (each class's
   probability back to the original grid, running argmax);
-- ``write``: :func:`~tctseg.inference.predict.save_nifti_atomically` of the uint8 label map.
+- ``write``: :func:`~tctseg.data.io.save_nifti` of the uint8 label map.
 
 The measurement runs in a fresh child process, so its peak resident set (``VmHWM``) is
 predict's alone; it is recorded after every phase (so the column is the peak so far).
@@ -89,8 +89,9 @@ def measure(scan: Path, out: Path, device: str) -> dict[str, Any]:
     """Run predict's phases on ``scan`` in this process; seconds and peak memory after each."""
     import torch
 
-    from tctseg.data.io import load_volume
-    from tctseg.inference.predict import labels_in_original_space, prepare_image, save_nifti_atomically
+    from tctseg.data.io import load_volume, save_nifti
+    from tctseg.inference.export import labels_in_original_space
+    from tctseg.inference.predict import prepare_image
     from tctseg.inference.sliding_window import sliding_window_probabilities
 
     method, config = paper_model(device)
@@ -121,7 +122,7 @@ def measure(scan: Path, out: Path, device: str) -> dict[str, Any]:
     labels, _, _ = labels_in_original_space(probabilities, geometry)
     del probabilities
     t = done("resample_out", t)
-    save_nifti_atomically(labels, volume.affine, out)
+    save_nifti(labels, volume.affine, out)
     done("write", t)
     return {
         "scan_shape": list(volume.shape),

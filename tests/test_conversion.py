@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tctseg.config import DatasetConfig
-from tctseg.data.conversion import find_cases
+from tctseg.data.conversion import CONVERTERS, dataset_modality, find_cases
 from tctseg.data.conversion.kits19 import right_side_mask
 from tctseg.errors import DataError, LabelError
 
@@ -114,6 +114,28 @@ def test_nnunet_door_uses_label_map_and_case_selection(tmp_path):
     assert [c.case_id for c in find_cases(excluded, CLASSES)] == ["p1", "p3"]
     with pytest.raises(DataError, match="has no case 'p9'"):
         find_cases(DatasetConfig("mine", "nnunet", str(root), cases=["p9"]), CLASSES)
+
+
+def test_dataset_modality_is_the_modality_the_converter_gives_the_cases(tmp_path):
+    label = np.zeros((3, 3, 3), np.uint8)
+    label[0, 0, 0] = 1
+    prostate = make_msd(tmp_path / "Task05_Prostate", {"0": "background", "1": "liver"}, {"p_0": label})
+    (prostate / "dataset.json").write_text(json.dumps({"modality": {"0": "T2", "1": "ADC"}, "labels": {"0": "background", "1": "liver"}}))
+    liver = make_msd(tmp_path / "Task03_Liver", {"0": "background", "1": "liver"}, {"l_0": label})
+    for root in (prostate, liver):
+        for fmt in ("msd", "nnunet"):
+            dataset = DatasetConfig("d", fmt, str(root))
+            assert {c.modality for c in find_cases(dataset, CLASSES)} == {dataset_modality(dataset)}
+    assert dataset_modality(DatasetConfig("d", "msd", str(prostate))) == "MR"
+    # where a trained model is used the dataset folder may be gone: the format's default, or None
+    gone = str(tmp_path / "gone")
+    assert dataset_modality(DatasetConfig("d", "msd", gone)) == "CT"
+    assert dataset_modality(DatasetConfig("d", "chaos_nifti", gone)) == "MR"
+    assert dataset_modality(DatasetConfig("d", "nnunet", gone)) is None
+    assert dataset_modality(DatasetConfig("d", "nnunet", gone, modality="MR")) == "MR"
+    assert dataset_modality(DatasetConfig("d", "amos", gone, modality="MR")) == "MR"
+    for fmt in CONVERTERS:  # every format has a rule (None only where dataset.json must tell)
+        assert dataset_modality(DatasetConfig("d", fmt, gone)) in ({"CT", "MR"} if fmt != "nnunet" else {None})
 
 
 def test_missing_dataset_json_is_a_clear_error(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -194,3 +195,22 @@ def test_task_masks_score_each_class_on_its_own_mask(tmp_path):
     _save(tmp_path / "pred" / "c.nii.gz", masks[..., :2])
     with pytest.raises(LabelError, match=r"holds 2 task masks, but there are 3 classes"):
         evaluate_folders(tmp_path / "pred", tmp_path / "gt", CLASSES, progress=False)
+
+
+def test_ground_truth_mapping_and_the_converters_share_one_relabel():
+    from tctseg.data.conversion.common import LabelMapping, apply_lut, relabel
+    from tctseg.evaluation.evaluate import to_global_ids
+
+    classes = ["liver", "spleen", "kidney"]
+    labels = np.array([[[0, 3], [7, 9]], [[3, 3], [0, 9]]], dtype=np.int16)  # [2, 2, 2]
+    # by hand: 3 → liver (1), 7 → ignore (0), 9 → kidney (3)
+    expected = np.array([[[0, 1], [0, 3]], [[1, 1], [0, 3]]])
+    mapped = to_global_ids(labels, classes, {3: "liver", 7: "ignore", 9: "kidney"}, "gt.nii.gz")
+    assert mapped.dtype == np.uint16 and np.array_equal(mapped, expected)
+    converted = apply_lut(labels, LabelMapping({0: 0, 3: 1, 7: 0, 9: 3}, ("liver", "kidney"), "dataset.json"), Path("ds/gt.nii.gz"))
+    assert converted.dtype == np.uint8 and np.array_equal(converted, expected)
+    # negative ids and bool maps, which a table indexed from 0 would get wrong
+    assert relabel(np.array([-2, 0, 5]), {-2: 4, 0: 0, 5: 1}, np.uint16).tolist() == [4, 0, 1]
+    assert relabel(np.array([True, False]), {0: 0, 1: 2}).tolist() == [2, 0]
+    with pytest.raises(LabelError, match=r"gt.nii.gz: holds label 5, but the label map defines only \[0, 3, 7, 9\]"):
+        to_global_ids(labels + 2 * (labels == 3), classes, {3: "liver", 7: "ignore", 9: "kidney"}, "gt.nii.gz")

@@ -125,6 +125,16 @@ def test_save_nifti_is_atomic_and_protects_inputs(tmp_path):
     assert sorted(p.name for p in out.parent.iterdir()) == ["out.nii.gz"]  # no temp file left behind
 
 
+def test_save_nifti_writes_the_same_bytes_for_the_same_array_and_keeps_a_scale(tmp_path):
+    array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    first = save_nifti(array, np.eye(4), tmp_path / "a" / "case.nii.gz", scale=1.0 / 255.0).read_bytes()
+    second = save_nifti(array, np.eye(4), tmp_path / "b" / "case.nii.gz", scale=1.0 / 255.0).read_bytes()
+    assert first == second and first[4:8] == b"\0\0\0\0"  # no time stamp in the gzip header
+    assert first[10:first.index(b"\0", 10)] == b"case.nii"  # the final name (less .gz), not the temporary one
+    image = nib.load(str(tmp_path / "a" / "case.nii.gz"))
+    assert np.allclose(image.get_fdata(), array / 255.0) and np.array_equal(np.asarray(image.dataobj.get_unscaled()), array)
+
+
 def test_real_dicom_series_geometry_matches_the_dicom_tags():
     pydicom = pytest.importorskip("pydicom")
     folder = DATA / "ct-example" / "dicom_series"

@@ -17,10 +17,10 @@ from torch import nn
 
 from tctseg.cli import main
 from tctseg.config import config_from_dict
-from tctseg.data.io import load_volume
+from tctseg.data.io import load_volume, save_nifti
 from tctseg.errors import ConfigError, DataError, OutputError
 from tctseg.inference import PredictionInput, find_cases, predict_cases, training_modality
-from tctseg.inference.predict import save_nifti_atomically, write_atomically
+from tctseg.inference.export import write_atomically
 from tctseg.methods import build_method
 from tctseg.methods.task_prompted import TaskPromptedMethod
 
@@ -285,7 +285,7 @@ def test_saving_over_a_protected_input_is_refused(tmp_path):
     scan = write_volume(tmp_path / "scan.nii.gz")
     before = scan.read_bytes()
     with pytest.raises(OutputError, match="input"):
-        save_nifti_atomically(np.zeros((2, 2, 2), np.uint8), np.eye(4), scan, protect=[scan])
+        save_nifti(np.zeros((2, 2, 2), np.uint8), np.eye(4), scan, protect=[scan])
     assert scan.read_bytes() == before
 
 

@@ -42,7 +42,9 @@ from tctseg.data.conversion import find_cases
 from tctseg.data.io import save_nifti
 from tctseg.errors import ConfigError, DataError
 from tctseg.evaluation.evaluate import EvaluationResult, evaluate_files, write_csv, write_json, write_markdown
-from tctseg.inference.predict import TASK_MASKS_SUFFIX, PredictionInput, predict_cases, write_index
+from tctseg.inference.export import TASK_MASKS_SUFFIX, write_index
+from tctseg.inference.inputs import PredictionInput
+from tctseg.inference.predict import predict_cases
 from tctseg.layout import ExperimentLayout, RunLayout
 
 

@@ -10,8 +10,8 @@ Every problem a user can cause is a :class:`~tctseg.errors.DataError` naming the
 
 from __future__ import annotations
 
+import gzip
 import os
-import tempfile
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -114,30 +114,47 @@ def save_nifti(
     path: str | Path,
     dtype: np.dtype | type | None = None,
     protect: Iterable[str | Path] = (),
+    *,
+    scale: float | None = None,
 ) -> Path:
-    """Write ``array`` [X, Y, Z] with ``affine`` as NIfTI, atomically (temp file, then rename).
+    """Write ``array`` [X, Y, Z] (or [X, Y, Z, C]) with ``affine`` (sform and qform) as NIfTI, atomically.
 
-    Refuses (OutputError) to write over any path in ``protect`` (the inputs).
+    The file is written to ``.<name>.partial-<pid>`` in the same folder (a name that never
+    ends in ``.nii.gz``, so a killed run leaves nothing that looks like a case) and renamed
+    into place; whatever the write raises (even KeyboardInterrupt) the temporary file is
+    removed. ``scale``: stored as the NIfTI ``scl_slope`` (uint8 probabilities use 1/255).
+    A ``.nii.gz`` is gzipped at level 1 (nibabel's default) with no time stamp and the final
+    file's name in its header, so the same array gives the same bytes in every run. Refuses (OutputError) to write over any path in ``protect``
+    (the inputs); a failed write is an OutputError naming ``path``.
     """
     path = Path(path)
     target = path.resolve()
     for p in protect:
         if Path(p).resolve() == target:
             raise OutputError(f"{path}: refusing to write over an input file")
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = np.asarray(array if dtype is None else np.asarray(array).astype(dtype))
     image = nib.Nifti1Image(data, np.asarray(affine, dtype=np.float64))
     image.set_qform(image.affine, code=1)
     image.set_sform(image.affine, code=1)
-    suffix = ".nii.gz" if path.name.endswith(".gz") else ".nii"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
+    if scale is not None:
+        image.header.set_slope_inter(scale, 0.0)
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
-        nib.save(image, tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as raw:
+            if path.name.endswith(".gz"):
+                # the gzip header names the final file, not the temporary one: same array, same bytes
+                with gzip.GzipFile(path.name, "wb", compresslevel=1, fileobj=raw, mtime=0) as stream:
+                    image.to_stream(stream)
+            else:
+                image.to_stream(raw)
         os.replace(tmp, path)
     except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -40,12 +40,12 @@ import nibabel as nib
 import numpy as np
 from tqdm import tqdm
 
+from tctseg.data.conversion.common import UNLABELLED_NAMES, relabel
+from tctseg.data.io import is_nifti
 from tctseg.errors import DataError, LabelError
 from tctseg.evaluation.metrics import dice, hd95
+from tctseg.inference import inputs
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-NNUNET_CHANNEL_SUFFIX = "_0000"
-UNLABELLED_NAMES = ("background", "ignore")
 CONVENTION = (
     "HD95 is the larger of the two directed 95th percentiles of surface distances, in mm "
     "(voxel spacing honoured). Both masks empty: DSC 1, HD95 0. Exactly one empty: DSC 0, "
@@ -214,11 +214,7 @@ def to_global_ids(
         raise LabelError(
             f"{source}: holds label {bad[0]}, but the label map defines only {sorted(lookup)}"
         )
-    out = np.zeros(labels.shape, dtype=np.uint16)
-    for source_id, global_id in lookup.items():
-        if global_id:
-            out[labels == source_id] = global_id
-    return out
+    return relabel(labels, lookup, np.uint16)
 
 
 def annotated_classes(classes: Sequence[str], label_map: dict[int, str] | None) -> list[str]:
@@ -243,13 +239,12 @@ def _as_integer_labels(labels: np.ndarray, source: str | Path) -> np.ndarray:
 
 
 def case_id_of(path: str | Path) -> str | None:
-    """Case id of a NIfTI file name (suffix and nnU-Net ``_0000`` stripped); None if not NIfTI."""
-    name = Path(path).name
-    for suffix in NIFTI_SUFFIXES:
-        if name.endswith(suffix) and not name.startswith("."):
-            stem = name[: -len(suffix)]
-            return stem[: -len(NNUNET_CHANNEL_SUFFIX)] if stem.endswith(NNUNET_CHANNEL_SUFFIX) else stem
-    return None
+    """Case id of a NIfTI file name (:func:`tctseg.inference.inputs.case_id_of`: suffix and
+    nnU-Net ``_0000`` stripped); None if not NIfTI or hidden."""
+    path = Path(path)
+    if not is_nifti(path) or path.name.startswith("."):
+        return None
+    return inputs.case_id_of(path)
 
 
 def nifti_files_by_case(folder: str | Path) -> dict[str, Path]:

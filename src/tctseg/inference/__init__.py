@@ -4,14 +4,10 @@
     results = predict_cases("run/checkpoint_best.pt", ["scans/"], "predictions/")
 """
 
+from tctseg.inference.export import PredictionResult
+from tctseg.inference.inputs import PredictionInput, find_cases
 from tctseg.inference.postprocess import keep_largest_component
-from tctseg.inference.predict import (
-    PredictionInput,
-    PredictionResult,
-    find_cases,
-    predict_cases,
-    training_modality,
-)
+from tctseg.inference.predict import predict_cases, training_modality
 from tctseg.inference.sliding_window import sliding_window_probabilities
 
 __all__ = [

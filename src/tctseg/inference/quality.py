@@ -64,7 +64,7 @@ def organ_quality(
     """Per organ: ``{voxels, confidence, aux_voxels, agreement, flagged}``.
 
     ``labels`` ``[X, Y, Z]`` (ids 1..N); ``class_probabilities`` uint8 ``[X, Y, Z, C]`` scaled
-    by 255 as :func:`~tctseg.inference.predict.labels_in_original_space` returns them (C = N+1
+    by 255 as :func:`~tctseg.inference.export.labels_in_original_space` returns them (C = N+1
     softmax channels, or C = N task sigmoids with ``task_probabilities``); ``aux_masks`` bool
     ``[N, X, Y, Z]`` or None (no auxiliary heads: ``agreement`` null, never flagged).
     """

@@ -37,7 +37,7 @@ class CaseReports:
     """Writes the asked-for reports of each case into ``output_dir``.
 
     ``class_names``: the config's classes (label ids 1..N); ``algorithm``: the method's name
-    (the SEG's algorithm); ``write_atomically(path, write)``: the predict module's atomic writer.
+    (the SEG's algorithm); ``write_atomically(path, write)``: the export module's atomic writer.
     """
 
     def __init__(

@@ -33,4 +33,28 @@ def find_cases(dataset: DatasetConfig, classes: list[str]) -> list[SourceCase]:
     return converter(dataset, classes)
 
 
-__all__ = ["CONVERTERS", "LabelMapping", "SourceCase", "find_cases"]
+# formats whose cases all get one modality (unless datasets.modality says otherwise)
+FIXED_MODALITY: dict[str, str] = {
+    "kits19": kits19.MODALITY,
+    "chaos_dicom": chaos.MODALITY,
+    "btcv": btcv.MODALITY,
+    "word": word.MODALITY,
+    "amos": amos.MODALITY,
+}
+# formats read through a dataset.json, with the modality when it names none (nnunet: none)
+DATASET_JSON_DEFAULT_MODALITY: dict[str, str | None] = {"msd": msd.MODALITY, "chaos_nifti": chaos.MODALITY, "nnunet": None}
+
+
+def dataset_modality(dataset: DatasetConfig) -> str | None:
+    """The modality (CT or MR) the dataset's converter gives its cases: ``datasets.modality``,
+    else the format's, else its dataset.json's; None when it cannot tell (never raises)."""
+    if dataset.modality:
+        return dataset.modality
+    if dataset.format in FIXED_MODALITY:
+        return FIXED_MODALITY[dataset.format]
+    if dataset.format in DATASET_JSON_DEFAULT_MODALITY:
+        return nnunet.dataset_modality(dataset, default_modality=DATASET_JSON_DEFAULT_MODALITY[dataset.format])
+    return None
+
+
+__all__ = ["CONVERTERS", "LabelMapping", "SourceCase", "dataset_modality", "find_cases"]

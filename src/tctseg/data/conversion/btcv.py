@@ -16,6 +16,7 @@ from tctseg.config import DatasetConfig
 from tctseg.data.conversion.common import SourceCase, build_mapping, dataset_root, make_cases, visible_files
 from tctseg.errors import DataError
 
+MODALITY = "CT"
 BTCV_LABELS = {
     0: "background",
     1: "spleen",
@@ -48,4 +49,4 @@ def find_cases(dataset: DatasetConfig, classes: list[str]) -> list[SourceCase]:
     for image in visible_files(folder / "img", ".nii.gz"):
         number = image.name[len("img") : -len(".nii.gz")]
         triples.append((number, image, folder / "label" / f"label{number}.nii.gz"))
-    return make_cases(dataset, triples, dataset.modality or "CT", mapping)
+    return make_cases(dataset, triples, dataset.modality or MODALITY, mapping)

@@ -29,6 +29,7 @@ from tctseg.data.conversion.common import SourceCase, apply_lut, build_mapping, 
 from tctseg.data.io import Volume, load_volume, read_dicom_series_itk
 from tctseg.errors import DataError, LabelError
 
+MODALITY = "MR"  # unless the nnU-Net-format dataset.json says otherwise
 CHAOS_LABELS = {0: "background", 1: "liver", 2: "right_kidney", 3: "left_kidney", 4: "spleen"}
 # (low, high, label id): the grey-level windows of the CHAOS evaluation code
 GREY_LEVELS = ((55, 70, 1), (110, 135, 2), (175, 200, 3), (240, 255, 4))
@@ -36,7 +37,7 @@ SEQUENCES = (("T2SPIR", "DICOM_anon"), ("T1DUAL_InPhase", "DICOM_anon/InPhase"),
 
 
 def find_nifti_cases(dataset: DatasetConfig, classes: list[str]) -> list[SourceCase]:
-    return nnunet.find_cases(dataset, classes, default_modality="MR")
+    return nnunet.find_cases(dataset, classes, default_modality=MODALITY)
 
 
 def natural_key(name: str) -> list:
@@ -111,4 +112,4 @@ def find_dicom_cases(dataset: DatasetConfig, classes: list[str]) -> list[SourceC
             if folder.is_dir():
                 ground = subject / name.split("_")[0] / "Ground"
                 triples.append((f"{subject.name}_{name}", folder, ground if ground.is_dir() else None))
-    return make_cases(dataset, triples, dataset.modality or "MR", mapping, case_type=ChaosDicomCase)
+    return make_cases(dataset, triples, dataset.modality or MODALITY, mapping, case_type=ChaosDicomCase)

@@ -50,6 +50,8 @@ SYNONYMS: dict[str, str] = {
     "ignore": "ignore",
 }
 TUMOUR_WORDS = ("cancer", "tumour", "tumor", "lesion", "cyst", "mass", "metastasis")
+# label names that mean "no organ": their ids become global id 0
+UNLABELLED_NAMES = ("background", "ignore")
 
 
 def normalise_name(name: str) -> str:
@@ -93,7 +95,7 @@ def build_mapping(
     if dataset.label_map:
         for k, v in dataset.label_map.items():
             names[int(k)] = v
-    organs = [n for n in names.values() if n not in ("background", "ignore") and not _is_tumour(n)]
+    organs = [n for n in names.values() if n not in UNLABELLED_NAMES and not _is_tumour(n)]
     wanted = set(dataset.classes) if dataset.classes else set(classes)
     lut: dict[int, int] = {}
     for label_id, name in names.items():
@@ -129,11 +131,24 @@ def apply_lut(label: np.ndarray, mapping: LabelMapping, path: Path) -> np.ndarra
     undefined = [int(v) for v in present if int(v) not in mapping.lut]
     if undefined:
         raise LabelError(_undefined_message(path, undefined[0], defined, mapping.source))
-    table = np.zeros(high + 1, dtype=np.uint8)
-    for k, v in mapping.lut.items():
-        if k <= high:
-            table[k] = v
-    return table[label]
+    return relabel(label, mapping.lut, np.uint8)
+
+
+def relabel(label: np.ndarray, lut: dict[int, int], dtype: type = np.uint8) -> np.ndarray:
+    """``lut[v]`` for every voxel value ``v`` of an integer (or bool) label map ``[X, Y, Z]``,
+    as ``dtype``: one table lookup. Every value must be a key of ``lut`` (the callers check
+    first, each naming the file in its own words)."""
+    label = np.asarray(label)
+    if label.size == 0:
+        return np.zeros(label.shape, dtype=dtype)
+    if label.dtype == np.bool_:
+        label = label.view(np.uint8)  # a bool array would index the table as a mask
+    low, high = min(int(label.min()), 0), int(label.max())
+    table = np.zeros(high - low + 1, dtype=dtype)
+    for k, v in lut.items():
+        if low <= k <= high:
+            table[k - low] = v
+    return table[label - low] if low else table[label]
 
 
 def _undefined_message(path: Path, value: int, defined: list[int], source: str) -> str:

@@ -37,6 +37,7 @@ from tctseg.data.io import Volume
 from tctseg.errors import DataError
 
 KITS19_LABELS = {0: "background", 1: "kidney", 2: "tumor"}
+MODALITY = "CT"
 KIDNEY_IDS = (1, 2)
 BODY_HU = -500.0
 
@@ -145,7 +146,7 @@ def find_cases(dataset: DatasetConfig, classes: list[str]) -> list[SourceCase]:
         cases.append(
             KitsCase(
                 dataset.name, folder.name, folder / "imaging.nii.gz", label if label.exists() else None,
-                dataset.modality or "CT", mapping.annotated if label.exists() else (), mapping,
+                dataset.modality or MODALITY, mapping.annotated if label.exists() else (), mapping,
                 left_id=left_id, right_id=right_id,
             )
         )

@@ -15,6 +15,8 @@ from tctseg.config import DatasetConfig
 from tctseg.data.conversion.common import SourceCase
 from tctseg.data.conversion import nnunet
 
+MODALITY = "CT"  # unless its dataset.json says otherwise
+
 
 def find_cases(dataset: DatasetConfig, classes: list[str]) -> list[SourceCase]:
-    return nnunet.find_cases(dataset, classes, default_modality="CT")
+    return nnunet.find_cases(dataset, classes, default_modality=MODALITY)

@@ -39,3 +39,17 @@ def find_cases(dataset: DatasetConfig, classes: list[str], *, default_modality: 
     ending = str(info.get("file_ending", ".nii.gz"))
     triples = paired_cases(root / "imagesTr", root / "labelsTr", ending)
     return make_cases(dataset, triples, modality, mapping)
+
+
+def dataset_modality(dataset: DatasetConfig, *, default_modality: str | None = None) -> str | None:
+    """The modality :func:`find_cases` gives the dataset's cases (``datasets.modality``, else
+    its dataset.json's first channel, else ``default_modality``), without raising: the dataset
+    folder may be absent where a trained model is used (None then, without a default)."""
+    if dataset.modality:
+        return dataset.modality
+    try:
+        root = dataset_root(dataset)
+        found = modality_from_dataset_json(read_dataset_json(root), root / "dataset.json")
+    except DataError:
+        return default_modality
+    return found or default_modality

@@ -20,6 +20,7 @@ from tctseg.data.conversion.common import (
     paired_cases,
 )
 
+MODALITY = "CT"
 WORD_LABELS = {
     0: "background",
     1: "liver",
@@ -50,4 +51,4 @@ def find_cases(dataset: DatasetConfig, classes: list[str]) -> list[SourceCase]:
     for images, labels_dir in SPLITS:
         if (root / images).is_dir():
             triples += paired_cases(root / images, root / labels_dir, ".nii.gz", channel_suffix=False)
-    return make_cases(dataset, triples, dataset.modality or "CT", mapping)
+    return make_cases(dataset, triples, dataset.modality or MODALITY, mapping)

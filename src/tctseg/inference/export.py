@@ -1,0 +1,163 @@
+"""Prediction outputs: probabilities back to the scan's original grid, and the files of a
+prediction folder (like nnU-Net's ``export_prediction.py``).
+
+Label maps, probabilities and task masks are written through :func:`tctseg.data.io.save_nifti`
+(atomic, never over an input); ``index.json`` and the per-case reports through
+:func:`write_atomically`, so a killed run never leaves a file that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import numpy as np
+
+from tctseg.errors import OutputError
+from tctseg.inference.inputs import PredictionInput
+from tctseg.layout import predictions_index
+
+if TYPE_CHECKING:
+    from tctseg.preprocessing import PreparedGeometry
+
+PROBABILITIES_SUFFIX = "_probabilities.nii.gz"
+TASK_MASKS_SUFFIX = "_tasks.nii.gz"
+TASK_THRESHOLD = 0.5  # a task's voxel is in its mask when σ_c > ½ (the authors' threshold)
+
+
+@dataclass
+class PredictionResult:
+    """What happened to one case. ``status``: ``written`` | ``skipped`` (output existed) | ``failed``."""
+
+    case_id: str
+    image: Path
+    status: str
+    prediction: Path | None = None
+    probabilities: Path | None = None
+    task_masks: Path | None = None
+    label: Path | None = None
+    dataset: str | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+
+# --------------------------------------------------------------------------- back to the original grid
+
+
+def labels_in_original_space(
+    probabilities: np.ndarray,
+    geometry: PreparedGeometry,
+    want_probabilities: bool = False,
+    *,
+    task_probabilities: bool = False,
+    want_task_masks: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Prepared-space probabilities ``[C, X', Y', Z']`` → original-grid labels ``[X, Y, Z]`` uint8.
+
+    Each class map is resampled back (linear) on its own and the argmax kept running, so the
+    peak memory is a few original-size volumes, not C of them. With ``want_probabilities``
+    also returns uint8 probabilities ``[X, Y, Z, C]`` (round(255·p)).
+
+    ``task_probabilities``: the C = N channels are task probabilities σ_c (no background);
+    label c+1 goes where σ_c is the largest AND above ½, background elsewhere (the argmax
+    of ``[1 − max σ, σ_1, …, σ_N]``). ``want_task_masks`` then also returns each task's own
+    mask σ_c > ½ as uint8 ``[X, Y, Z, N]`` (overlaps kept).
+
+    Returns ``(labels, probabilities or None, task masks or None)``.
+    """
+    from tctseg.preprocessing import to_original
+
+    if want_task_masks and not task_probabilities:
+        raise ValueError("task masks need task probabilities")
+    shape = tuple(geometry.original_shape)
+    channels = probabilities.shape[0]
+    labels = np.zeros(shape, dtype=np.uint8)
+    # a task must beat ½ to be foreground; a softmax class must beat the classes before it
+    best = np.full(shape, TASK_THRESHOLD if task_probabilities else -np.inf, dtype=np.float32)
+    offset = 1 if task_probabilities else 0  # task c is label c + 1
+    scaled = np.zeros(shape + (channels,), dtype=np.uint8) if want_probabilities else None
+    masks = np.zeros(shape + (channels,), dtype=np.uint8) if want_task_masks else None
+    for c in range(channels):
+        channel = to_original(np.ascontiguousarray(probabilities[c], dtype=np.float32), geometry, mode="linear")
+        better = channel > best  # strict: ties keep the lower class id, like argmax
+        labels[better] = c + offset
+        np.maximum(best, channel, out=best)
+        if scaled is not None:
+            scaled[..., c] = np.clip(np.rint(channel * 255.0), 0, 255).astype(np.uint8)
+        if masks is not None:
+            masks[..., c] = channel > TASK_THRESHOLD
+    return labels, scaled, masks
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(temp_path)`` for a temporary file next to ``path``, then rename it to ``path``.
+
+    The temporary name (``.<name>.partial-<pid>``) never ends in ``.nii.gz``; whatever
+    ``write`` raises (even KeyboardInterrupt) it is removed, so ``path`` exists only complete.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_index(output_dir: Path, results: Sequence[PredictionResult]) -> Path:
+    """``<output_dir>/index.json``: ``[{case_id, image, prediction[, probabilities, task_masks, label, dataset]}]``.
+
+    Entries of earlier runs whose prediction file still exists are kept (this run's win).
+    """
+    path = predictions_index(output_dir)
+    entries: dict[str, dict[str, Any]] = {}
+    try:
+        for entry in json.loads(path.read_text(encoding="utf-8")):
+            if isinstance(entry, dict) and Path(str(entry.get("prediction", ""))).is_file():
+                entries[str(entry["case_id"])] = entry
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no index yet, or an unreadable one: rebuilt from this run
+    for r in results:
+        if not r.ok or r.prediction is None:
+            continue
+        entry: dict[str, Any] = {"case_id": r.case_id, "image": str(r.image.resolve()), "prediction": str(r.prediction.resolve())}
+        if r.probabilities is not None:
+            entry["probabilities"] = str(r.probabilities.resolve())
+        if r.task_masks is not None:
+            entry["task_masks"] = str(r.task_masks.resolve())
+        if r.label is not None:
+            entry["label"] = str(Path(r.label).resolve())
+        if r.dataset is not None:
+            entry["dataset"] = r.dataset
+        entries[r.case_id] = entry
+    text = json.dumps(sorted(entries.values(), key=lambda e: e["case_id"]), indent=2) + "\n"
+    return write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def check_output_dir(output_dir: Path, cases: Sequence[PredictionInput], input_folders: Sequence[Path] = ()) -> None:
+    """Refuse (OutputError) an output folder that is an input's folder, an INPUT folder the
+    cases were found in, or lies inside a DICOM series folder (its outputs would become inputs)."""
+    out = output_dir.resolve()
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{output_dir}: exists and is not a folder")
+    for folder in input_folders:
+        if out == Path(folder).resolve():
+            raise OutputError(f"{output_dir}: is the input folder {folder}; choose another output folder")
+    for case in cases:
+        image = Path(case.image).resolve()
+        if image.is_dir() and (out == image or image in out.parents):
+            raise OutputError(f"{output_dir}: lies inside the input DICOM series folder {case.image}; choose another output folder")
+        if not image.is_dir() and out == image.parent:
+            raise OutputError(f"{output_dir}: is the folder of the input {case.image}; choose another output folder")
