@@ -272,7 +272,7 @@ def test_disk_full_mid_predict_stops_with_no_partial_output(tmp_path, tiny_check
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(nib.Nifti1Image, "to_stream", half_then_full)
-    with pytest.raises(OutputError, match="scan0.nii.gz: cannot write .No space left"):
+    with pytest.raises(OutputError, match="scan0.nii.gz: cannot write the NIfTI file .No space left"):
         predict_cases(tiny_checkpoint, [scans], tmp_path / "out", modality="CT", progress=False)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["index.json"]
 

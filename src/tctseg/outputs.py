@@ -26,10 +26,12 @@ def ensure_writable(folder: Path, what: str, name: str | None = None) -> None:
         raise OutputError(f"{name or folder}: cannot write {what} ({e.strerror or e})") from None
 
 
-def write_atomically(path: Path, write: Callable[[Path], None], what: str) -> Path:
+def write_atomically(path: Path, write: Callable[[Path], None], what: str = "the file") -> Path:
     """Call ``write(temp_path)`` for a temporary file next to ``path``, then rename it to ``path``.
 
-    A failed write (a full disk, an unwritable folder) removes the temporary file, leaves an
+    The temporary name (``.<name>.tmp-<pid><last suffix>``) keeps the file's last suffix (so
+    ``np.save`` adds none) and never ends in ``.nii.gz``, so a killed run leaves nothing that
+    looks like a case. A failed write (a full disk, an unwritable folder) removes the temporary file, leaves an
     earlier ``path`` as it was, and raises :class:`OutputError` ``"<path>: cannot write
     <what> (<reason>)"``: the one handling every file a run writes, like its checkpoints.
     """

@@ -11,7 +11,6 @@ Every problem a user can cause is a :class:`~tctseg.errors.DataError` naming the
 from __future__ import annotations
 
 import gzip
-import os
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import numpy as np
 
 from tctseg.data.dicom_geometry import check_series_geometry
 from tctseg.errors import DataError, GeometryWarning, OutputError
+from tctseg.outputs import write_atomically
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 # 2^31 voxels (8 GiB as float32): far above any CT/MR scan (512×512×1000 is 2.6e8); a header
@@ -119,10 +119,9 @@ def save_nifti(
 ) -> Path:
     """Write ``array`` [X, Y, Z] (or [X, Y, Z, C]) with ``affine`` (sform and qform) as NIfTI, atomically.
 
-    The file is written to ``.<name>.partial-<pid>`` in the same folder (a name that never
-    ends in ``.nii.gz``, so a killed run leaves nothing that looks like a case) and renamed
-    into place; whatever the write raises (even KeyboardInterrupt) the temporary file is
-    removed. ``scale``: stored as the NIfTI ``scl_slope`` (uint8 probabilities use 1/255).
+    Written through :func:`tctseg.outputs.write_atomically` (a temporary name that never ends
+    in ``.nii.gz``, renamed into place; whatever the write raises, even KeyboardInterrupt, the
+    temporary file is removed). ``scale``: stored as the NIfTI ``scl_slope`` (uint8 probabilities use 1/255).
     A ``.nii.gz`` is gzipped at level 1 (nibabel's default) with no time stamp and the final
     file's name in its header, so the same array gives the same bytes in every run. Refuses (OutputError) to write over any path in ``protect``
     (the inputs); a failed write is an OutputError naming ``path``.
@@ -138,9 +137,7 @@ def save_nifti(
     image.set_sform(image.affine, code=1)
     if scale is not None:
         image.header.set_slope_inter(scale, 0.0)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as raw:
             if path.name.endswith(".gz"):
                 # the gzip header names the final file, not the temporary one: same array, same bytes
@@ -148,14 +145,12 @@ def save_nifti(
                     image.to_stream(stream)
             else:
                 image.to_stream(raw)
-        os.replace(tmp, path)
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+        raise OutputError(f"{path}: cannot write the NIfTI file ({e.strerror or e})") from None
+    return write_atomically(path, write, "the NIfTI file")
 
 
 # --------------------------------------------------------------------------- readers

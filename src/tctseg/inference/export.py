@@ -3,7 +3,7 @@ prediction folder (like nnU-Net's ``export_prediction.py``).
 
 Label maps, probabilities and task masks are written through :func:`tctseg.data.io.save_nifti`
 (atomic, never over an input); ``index.json`` and the per-case reports through
-:func:`write_atomically`, so a killed run never leaves a file that looks complete.
+:func:`tctseg.outputs.write_atomically`, so a killed run never leaves a file that looks complete.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy as np
 from tctseg.errors import OutputError
 from tctseg.inference.inputs import PredictionInput
 from tctseg.layout import predictions_index
+from tctseg.outputs import write_atomically
 
 if TYPE_CHECKING:
     from tctseg.preprocessing import PreparedGeometry
@@ -99,23 +100,6 @@ def labels_in_original_space(
 # --------------------------------------------------------------------------- writing
 
 
-def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(temp_path)`` for a temporary file next to ``path``, then rename it to ``path``.
-
-    The temporary name (``.<name>.partial-<pid>``) never ends in ``.nii.gz``; whatever
-    ``write`` raises (even KeyboardInterrupt) it is removed, so ``path`` exists only complete.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_index(output_dir: Path, results: Sequence[PredictionResult]) -> Path:
     """``<output_dir>/index.json``: ``[{case_id, image, prediction[, probabilities, task_masks, label, dataset]}]``.
 
@@ -143,7 +127,7 @@ def write_index(output_dir: Path, results: Sequence[PredictionResult]) -> Path:
             entry["dataset"] = r.dataset
         entries[r.case_id] = entry
     text = json.dumps(sorted(entries.values(), key=lambda e: e["case_id"]), indent=2) + "\n"
-    return write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), "the prediction index")
 
 
 def check_output_dir(output_dir: Path, cases: Sequence[PredictionInput], input_folders: Sequence[Path] = ()) -> None:

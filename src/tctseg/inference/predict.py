@@ -42,7 +42,6 @@ from tctseg.inference.export import (
     PredictionResult,
     check_output_dir,
     labels_in_original_space,
-    write_atomically,
     write_index,
 )
 from tctseg.inference.inputs import InputLike, PredictionInput, as_inputs
@@ -50,7 +49,7 @@ from tctseg.inference.postprocess import keep_largest_component
 from tctseg.inference.reports import CaseReports
 from tctseg.inference.sliding_window import sliding_window_probabilities
 from tctseg.locking import hold_folder_lock, releases_folder_locks
-from tctseg.outputs import ensure_writable
+from tctseg.outputs import ensure_writable, write_atomically
 from tctseg.predict_options import ReportOptions
 
 if TYPE_CHECKING:

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -52,7 +51,7 @@ from tctseg.errors import DataError, OutputError
 from tctseg.layout import RunLayout
 from tctseg.methods import method_class
 from tctseg.methods.pfl import pseudo_full_label
-from tctseg.outputs import ensure_writable
+from tctseg.outputs import ensure_writable, write_atomically
 from tctseg.training import distributed as dist_utils
 from tctseg.training.logging import mean_epoch_time
 from tctseg.training.trainer import Trainer, check_output_dir, device_type_of, load_cases, remove_run_outputs
@@ -104,19 +103,9 @@ def read_record(run_dir: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def _write_atomically(path: Path, write: Callable[[Any], None], binary: bool) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with tmp.open("wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
-            write(f)
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
-
-
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    _write_atomically(path, lambda f: f.write(json.dumps(data, indent=2) + "\n"), binary=False)
+    text = json.dumps(data, indent=2) + "\n"
+    write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), "PFL's stage record")
 
 
 # --------------------------------------------------------------------------- the cases each stage sees
@@ -238,7 +227,7 @@ def label_training_cases(
             merged = pseudo_full_label(np.asarray(label), case.annotated, probabilities).astype(np.uint8)
             filled = (merged != np.asarray(label))
             directory.mkdir(parents=True, exist_ok=True)
-            _write_atomically(label_path, lambda f: np.save(f, merged), binary=True)
+            write_atomically(label_path, lambda tmp: np.save(tmp, merged), "a pseudo-full label")
             record = {
                 "case_id": case.case_id,
                 "dataset": case.dataset,
