@@ -367,7 +367,7 @@ def test_prepare_image_normalises_and_resamples_like_training():
 
 
 def test_predict_device_is_cuda_when_present_unless_cpu_is_asked(monkeypatch):
-    from tctseg.commands.predict import resolve_device
+    from tctseg.devices import resolve_device
     from tctseg.errors import ConfigError
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

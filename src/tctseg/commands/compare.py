@@ -42,8 +42,7 @@ def _numbers(text: str, kind: type, option: str) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
+    from tctseg.devices import resolve_device
     from tctseg.compare import TABLE_NAMES, run_compare
     from tctseg.config import load_config
     from tctseg.errors import ConfigError
@@ -60,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     tables = [t.strip() for t in args.tables.split(",") if t.strip()]
     tables = list(TABLE_NAMES) if tables == ["all"] else tables
     output = args.output or Path(config.output_dir) / "compare"
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     written = run_compare(
         config, methods, output,
         seeds=args.seeds,

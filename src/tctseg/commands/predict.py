@@ -61,27 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def resolve_device(requested: str | None) -> str:
-    """``cuda`` when asked or (unless ``cpu`` is asked) when a CUDA device is present; else ``cpu``."""
-    import torch
-
-    from tctseg.errors import ConfigError
-
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available")
-    return requested or ("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def describe_device(device: str) -> str:
-    """``cpu (N threads)`` or ``cuda (<GPU name>)``, for the one line the CLI prints."""
-    import torch
-
-    if device == "cuda":
-        return f"cuda ({torch.cuda.get_device_name(0)})"
-    return f"cpu ({torch.get_num_threads()} threads)"
-
-
 def run(args: argparse.Namespace) -> int:
+    from tctseg.devices import describe_device, resolve_device
     from tctseg.errors import ConfigError
     from tctseg.inference.predict import predict_cases
     from tctseg.predict_options import ReportOptions

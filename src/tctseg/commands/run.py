@@ -23,8 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
+    from tctseg.devices import resolve_device
     from tctseg.config import load_config
     from tctseg.errors import ConfigError
     from tctseg.experiment import run_experiment
@@ -38,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--methods: unknown method {unknown[0] if unknown else '(none)'!r}; "
                           f"available: {', '.join(available_methods())}")
     run_dir = args.output or Path(config.output_dir)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
     results = run_experiment(config, methods, run_dir, resume=args.resume, overwrite=args.overwrite,
                              device=device, progress=not args.no_progress)
     print_summary(results, config.classes)

@@ -35,8 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
+    from tctseg.devices import resolve_device
     from tctseg.config import load_config
     from tctseg.training import distributed as dist_utils
     from tctseg.training.pfl_pipeline import build_trainer
@@ -46,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"method.name={args.method}")
     config = load_config(args.config, overrides)
     output_dir = args.output or Path(config.output_dir) / config.method.name
-    device_type = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device_type = resolve_device(args.device)
 
     context = dist_utils.init_distributed(device_type)
     held = contextlib.ExitStack()

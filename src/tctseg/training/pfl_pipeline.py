@@ -51,10 +51,11 @@ from tctseg.errors import DataError, OutputError
 from tctseg.layout import RunLayout
 from tctseg.methods import method_class
 from tctseg.methods.pfl import pseudo_full_label
+from tctseg.devices import resolve_device
 from tctseg.outputs import ensure_writable, write_atomically
 from tctseg.training import distributed as dist_utils
 from tctseg.training.logging import mean_epoch_time
-from tctseg.training.trainer import Trainer, check_output_dir, device_type_of, load_cases, remove_run_outputs
+from tctseg.training.trainer import Trainer, check_output_dir, load_cases, remove_run_outputs
 
 # one organ's foreground probability over a whole prepared volume: [X, Y, Z] → [X, Y, Z]
 OrganProbability = Callable[[np.ndarray], np.ndarray]
@@ -298,7 +299,7 @@ class PFLPipeline:
         self.progress = progress
         self.init_checkpoint = init_checkpoint
         self.method = None
-        device_type = device_type_of(device)
+        device_type = resolve_device(device)
         check_output_dir(self.output_dir, resume, overwrite)
         self.context = dist_utils.init_distributed(device_type)
         if self.context.is_main:
@@ -365,7 +366,7 @@ class PFLPipeline:
         """Label every training case (rank 0; the others wait), or reuse the labels there."""
         folder = self.layout.stage2
         device = torch.device(self.device) if self.device is not None else dist_utils.device_for(
-            self.context, "cuda" if torch.cuda.is_available() else "cpu")
+            self.context, resolve_device(None))
         networks = {k: organ_probability_from_checkpoint(path, device, self.config.network.channels_last)
                     for k, path in checkpoints.items()}
         seed = self.config.train.seed

@@ -26,6 +26,7 @@ import tctseg
 from tctseg.errors import CheckpointError, ConfigError, OutputError, TrainingError
 from tctseg.layout import RunLayout
 from tctseg.outputs import ensure_writable, write_atomically
+from tctseg.devices import resolve_device
 from tctseg.settings import OPTIMIZERS, SCHEDULES
 from tctseg.methods import build_method
 from tctseg.training import distributed as dist_utils
@@ -64,15 +65,6 @@ def build_optimizer(params, config: Config) -> torch.optim.Optimizer:
     if t.optimizer == "sgd":
         return torch.optim.SGD(params, lr=t.lr, weight_decay=t.weight_decay, momentum=0.99, nesterov=True)
     raise ConfigError(f"train.optimizer: {t.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
-
-
-def device_type_of(device: str | torch.device | None) -> str:
-    """``cpu`` or ``cuda``: the given device's type, or CUDA when present for None; asking for
-    CUDA without one is a ConfigError."""
-    device_type = torch.device(device).type if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
-    if device_type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda: no CUDA device is available")
-    return device_type
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -153,7 +145,7 @@ class Trainer:
         self.output_dir = Path(output_dir)
         self.layout = RunLayout(self.output_dir)
         self.progress = progress
-        device_type = device_type_of(device)
+        device_type = resolve_device(device)
 
         check_output_dir(self.output_dir, resume, overwrite)
         self.context = dist_utils.init_distributed(device_type)
