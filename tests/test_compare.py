@@ -239,3 +239,21 @@ def test_inference_parameters_exclude_tct_auxiliary_heads():
     assert inference_parameters(tct, (4, 4, 4)) == expected == count_parameters(tal)
     assert count_parameters(tct) > expected
     assert all(p.grad is None and p.requires_grad for p in tct.parameters())  # left as found
+
+
+def test_paired_table_is_the_first_method_minus_the_other_seed_by_seed(compared):
+    _, output = compared
+    _, main_header, main_rows = _read_csv(output / "tables" / "main.csv")
+    _, header, rows = _read_csv(output / "tables" / "paired.csv")
+    assert header[:5] == ["pair", "seed", "A mean DSC (%)", "B mean DSC (%)", "Δ mean DSC (points)"]
+    by_method = {r[0]: dict(zip(main_header, r)) for r in main_rows}
+    seed_row = dict(zip(header, rows[0]))
+    assert seed_row["pair"] == "tct − tal" and seed_row["seed"] == "5"
+    assert seed_row["A mean DSC (%)"] == by_method["tct"]["mean DSC (%)"]
+    assert seed_row["B mean DSC (%)"] == by_method["tal"]["mean DSC (%)"]
+    expected = float(by_method["tct"]["mean DSC (%)"]) - float(by_method["tal"]["mean DSC (%)"])
+    assert abs(float(seed_row["Δ mean DSC (points)"]) - expected) < 0.011
+    assert "min" in seed_row["A wall time"] or seed_row["A wall time"].endswith(" s")
+    # one seed: no spread and no test
+    assert [r[1] for r in rows[1:]] == ["mean ± sd", "paired t-test p", "Wilcoxon p"]
+    assert rows[2][4] == "–" and rows[3][4] == "–"

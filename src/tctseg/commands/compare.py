@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--methods", default="tct,tal", help="comma-separated methods, or all (default: tct,tal)")
     parser.add_argument("--seeds", type=int, default=1, help="runs per method, seeds train.seed + 0..K-1 (default: 1)")
     parser.add_argument("--tables", default="all",
-                        help="comma-separated: main, efficiency, lowdata, ablation, generalisation, transfer, or all")
+                        help="comma-separated: main, paired, efficiency, lowdata, ablation, generalisation, transfer, or all")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value, e.g. train.epochs=5 (repeatable)")
     parser.add_argument("--output", type=Path, help="compare folder (default: <output_dir>/compare)")

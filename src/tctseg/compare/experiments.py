@@ -6,6 +6,9 @@ Every method trains on the same data, with the same budget and the same seeds
 (``train.seed + k`` for seed k), through ``experiment.run_method``. Tables:
 
 - ``main`` (Tab. 1/2): per-class DSC and HD95 per method on the test datasets;
+- ``paired``: the main runs' per-seed differences of the first method against each other
+  method (mean DSC, per-class DSC, mean HD95), a paired t-test and an exact Wilcoxon test,
+  and every run's wall time;
 - ``efficiency`` (Tab. 10): parameters at inference, training s/epoch, inference s/patch;
 - ``lowdata`` (Tab. 3): each training dataset cut to 20/50/100% of its cases;
 - ``ablation`` (Tab. 5, 7, 8, 9): TCT with one switch changed at a time;
@@ -21,22 +24,24 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from tctseg.compare.efficiency import inference_parameters, inference_seconds
+from tctseg.compare.paired import paired_differences
 from tctseg.compare.runs import RunBook
 from tctseg.compare.subsets import fraction_cases, split_half, with_training_fraction
-from tctseg.compare.tables import CompareTable, budget_line, format_duration, mean_sd, plural, write_table
+from tctseg.compare.tables import MISSING, CompareTable, budget_line, format_duration, mean_sd, plural, write_table
 from tctseg.config import Config, DatasetConfig
 from tctseg.errors import ConfigError
 from tctseg.experiment import TestCase, write_ground_truths
 from tctseg.layout import LOG_CSV, METRICS_STEM, CompareLayout
 from tctseg.methods import method_class
 
-TABLE_NAMES = ("main", "efficiency", "lowdata", "ablation", "generalisation", "transfer")
+TABLE_NAMES = ("main", "paired", "efficiency", "lowdata", "ablation", "generalisation", "transfer")
 DEFAULT_FRACTIONS = (0.2, 0.5, 1.0)
 PAPER_PATCH = (192, 192, 64)
 # the from-scratch row of the transfer table: the bare U-Net with a plain (marginal) Dice loss
@@ -82,6 +87,28 @@ def seed_config(config: Config, seed_index: int) -> Config:
 def tct_variant(config: Config, **switches: Any) -> Config:
     """``config`` with TCT as the method and some of its switches changed."""
     return config.with_method("tct", **switches)
+
+
+def _class_dsc(result: dict[str, Any], name: str) -> float | None:
+    return (result.get("per_class") or {}).get(name, {}).get("dsc")
+
+
+def _pct(value: float | None) -> str:
+    return MISSING if value is None else f"{100 * float(value):.2f}"
+
+
+def _num(value: float | None) -> str:
+    return MISSING if value is None or math.isnan(float(value)) else f"{float(value):.2f}"
+
+
+def _diff(a: float | None, b: float | None, scale: float) -> str:
+    if a is None or b is None or math.isnan(float(a)) or math.isnan(float(b)):
+        return MISSING
+    return f"{scale * (float(a) - float(b)):+.2f}"
+
+
+def _p(value: float) -> str:
+    return MISSING if math.isnan(value) else f"{value:.3f}"
 
 
 def _wall_time(results: Sequence[dict[str, Any]]) -> float:
@@ -170,6 +197,58 @@ class Comparison:
             title="Per-class DSC and HD95 on the test datasets (paper Tab. 1/2)",
             header=["method"] + metric_header(classes),
             rows=[[m] + metric_cells(r, classes) for m, r in results.items()],
+            budget=self.budget(sum(_wall_time(r) for r in results.values())),
+            notes=notes,
+        )
+
+    def paired_table(self) -> CompareTable:
+        """Per seed k: the first method's scores minus each other method's, then the tests."""
+        classes = self.config.classes
+        results = {m: self.main_results(m) for m in self.methods}
+        reference, others = self.methods[0], self.methods[1:]
+        header = ["pair", "seed", "A mean DSC (%)", "B mean DSC (%)", "Δ mean DSC (points)"]
+        header += [f"Δ {c} DSC (points)" for c in classes]
+        header += ["A mean HD95 (mm)", "B mean HD95 (mm)", "Δ mean HD95 (mm)", "A wall time", "B wall time"]
+        rows: list[list[str]] = []
+        notes = [
+            f"A − B per seed: A = {reference}, B = each other method, both trained with seed train.seed + k "
+            "(same data order and initialisation seed). Δ DSC in percentage points, Δ HD95 in mm (negative: A closer).",
+            "Summary rows: mean ± sd of the differences over the seeds, the two-sided paired t-test p "
+            "and the two-sided exact Wilcoxon signed-rank p (with 5 seeds its smallest possible value is 0.0625).",
+        ]
+        if not others:
+            notes.append("Needs two methods: nothing to pair.")
+        for other in others:
+            pair = f"{reference} − {other}"
+            a_runs, b_runs = results[reference], results[other]
+            for k, (a, b) in enumerate(zip(a_runs, b_runs)):
+                rows.append(
+                    [pair, str(self.config.train.seed + k), _pct(a.get("mean_dsc")), _pct(b.get("mean_dsc")),
+                     _diff(a.get("mean_dsc"), b.get("mean_dsc"), 100)]
+                    + [_diff(_class_dsc(a, c), _class_dsc(b, c), 100) for c in classes]
+                    + [_num(a.get("mean_hd95")), _num(b.get("mean_hd95")), _diff(a.get("mean_hd95"), b.get("mean_hd95"), 1)]
+                    + [format_duration(a.get("wall_time_s") or 0.0), format_duration(b.get("wall_time_s") or 0.0)]
+                )
+            tests = {
+                "mean DSC": paired_differences([r.get("mean_dsc") for r in a_runs], [r.get("mean_dsc") for r in b_runs]),
+                **{c: paired_differences([_class_dsc(r, c) for r in a_runs], [_class_dsc(r, c) for r in b_runs])
+                   for c in classes},
+                "mean HD95": paired_differences([r.get("mean_hd95") for r in a_runs], [r.get("mean_hd95") for r in b_runs]),
+            }
+            summary = {
+                "mean ± sd": lambda t, scale: mean_sd(t.differences, scale=scale),
+                "paired t-test p": lambda t, scale: _p(t.t_pvalue),
+                "Wilcoxon p": lambda t, scale: _p(t.wilcoxon_pvalue),
+            }
+            for label, cell in summary.items():
+                dsc_cells = [cell(tests[c], 100.0) for c in ["mean DSC", *classes]]
+                rows.append([pair, label, "", "", dsc_cells[0], *dsc_cells[1:], "", "",
+                             cell(tests["mean HD95"], 1.0), "", ""])
+        return CompareTable(
+            name="paired",
+            title="Paired differences between methods, seed by seed, on the test datasets",
+            header=header,
+            rows=rows,
             budget=self.budget(sum(_wall_time(r) for r in results.values())),
             notes=notes,
         )
@@ -435,6 +514,7 @@ def run_compare(
     )
     builders: dict[str, Callable[[], CompareTable]] = {
         "main": comparison.main_table,
+        "paired": comparison.paired_table,
         "efficiency": comparison.efficiency_table,
         "lowdata": comparison.lowdata_table,
         "ablation": comparison.ablation_table,
