@@ -93,14 +93,6 @@ def _class_dsc(result: dict[str, Any], name: str) -> float | None:
     return (result.get("per_class") or {}).get(name, {}).get("dsc")
 
 
-def _pct(value: float | None) -> str:
-    return MISSING if value is None else f"{100 * float(value):.2f}"
-
-
-def _num(value: float | None) -> str:
-    return MISSING if value is None or math.isnan(float(value)) else f"{float(value):.2f}"
-
-
 def _diff(a: float | None, b: float | None, scale: float) -> str:
     if a is None or b is None or math.isnan(float(a)) or math.isnan(float(b)):
         return MISSING
@@ -223,10 +215,12 @@ class Comparison:
             a_runs, b_runs = results[reference], results[other]
             for k, (a, b) in enumerate(zip(a_runs, b_runs)):
                 rows.append(
-                    [pair, str(self.config.train.seed + k), _pct(a.get("mean_dsc")), _pct(b.get("mean_dsc")),
+                    [pair, str(self.config.train.seed + k),
+                     mean_sd([a.get("mean_dsc")], scale=100), mean_sd([b.get("mean_dsc")], scale=100),
                      _diff(a.get("mean_dsc"), b.get("mean_dsc"), 100)]
                     + [_diff(_class_dsc(a, c), _class_dsc(b, c), 100) for c in classes]
-                    + [_num(a.get("mean_hd95")), _num(b.get("mean_hd95")), _diff(a.get("mean_hd95"), b.get("mean_hd95"), 1)]
+                    + [mean_sd([a.get("mean_hd95")]), mean_sd([b.get("mean_hd95")]),
+                       _diff(a.get("mean_hd95"), b.get("mean_hd95"), 1)]
                     + [format_duration(a.get("wall_time_s") or 0.0), format_duration(b.get("wall_time_s") or 0.0)]
                 )
             tests = {
@@ -235,15 +229,15 @@ class Comparison:
                    for c in classes},
                 "mean HD95": paired_differences([r.get("mean_hd95") for r in a_runs], [r.get("mean_hd95") for r in b_runs]),
             }
-            summary = {
-                "mean ± sd": lambda t, scale: mean_sd(t.differences, scale=scale),
-                "paired t-test p": lambda t, scale: _p(t.t_pvalue),
-                "Wilcoxon p": lambda t, scale: _p(t.wilcoxon_pvalue),
+            scale = {name: 1.0 if name == "mean HD95" else 100.0 for name in tests}
+            summaries = {
+                "mean ± sd": {name: mean_sd(t.differences, scale=scale[name]) for name, t in tests.items()},
+                "paired t-test p": {name: _p(t.t_pvalue) for name, t in tests.items()},
+                "Wilcoxon p": {name: _p(t.wilcoxon_pvalue) for name, t in tests.items()},
             }
-            for label, cell in summary.items():
-                dsc_cells = [cell(tests[c], 100.0) for c in ["mean DSC", *classes]]
-                rows.append([pair, label, "", "", dsc_cells[0], *dsc_cells[1:], "", "",
-                             cell(tests["mean HD95"], 1.0), "", ""])
+            for label, cells in summaries.items():
+                rows.append([pair, label, "", "", cells["mean DSC"], *(cells[c] for c in classes), "", "",
+                             cells["mean HD95"], "", ""])
         return CompareTable(
             name="paired",
             title="Paired differences between methods, seed by seed, on the test datasets",
