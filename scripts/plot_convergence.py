@@ -57,7 +57,7 @@ def main(names: list[str]) -> None:
     axes[0].set_ylabel("validation DSC (subjects 31, 33)")
     axes[-1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    name = "-".join(names) if names and len(names) < 4 else "all"
+    name = "-".join(names) if names else "all"
     fig.savefig(OUT / f"val_dice_{name}.png", dpi=70)
     print(f"\nwrote {OUT / f'val_dice_{name}.png'}")
 
