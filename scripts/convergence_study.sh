@@ -41,12 +41,12 @@ RUNS[tal_crop96_strong_400]="configs/chaos_t2.yaml tal ${BASE[*]} ${CROP[*]} --s
 RUNS[full_crop96_400]="configs/chaos_t2_full.yaml tal ${BASE[*]} ${CROP[*]} --set train.epochs=16"
 RUNS[full_crop96_strong_400]="configs/chaos_t2_full.yaml tal ${BASE[*]} ${CROP[*]} --set train.epochs=16 --set train.augment_preset=strong"
 # width 16 against the shipped recipe's width 8 (configs/chaos_t2.yaml as shipped: Adam, poly,
-# strong augmentation), on seed 1 — the seed on which TCT's main head never found the spleen
-# and the right kidney at width 8 (the width-8 seed-1 runs are `tctseg compare`'s main runs)
-RUNS[tct_w16_seed1]="configs/chaos_t2.yaml tct --set network.width=16 --set train.seed=1"
-RUNS[tal_w16_seed1]="configs/chaos_t2.yaml tal --set network.width=16 --set train.seed=1"
-# and TCT's other failing seed (seed 3: the right kidney at width 8)
-RUNS[tct_w16_seed3]="configs/chaos_t2.yaml tct --set network.width=16 --set train.seed=3"
+# strong augmentation), on TCT's two failing seeds at width 8: seed 1 (spleen and right
+# kidney never found) and seed 3 (right kidney); the width-8 runs are `tctseg compare`'s main runs
+W16=(--set network.width=16)
+RUNS[tct_w16_seed1]="configs/chaos_t2.yaml tct ${W16[*]} --set train.seed=1"
+RUNS[tal_w16_seed1]="configs/chaos_t2.yaml tal ${W16[*]} --set train.seed=1"
+RUNS[tct_w16_seed3]="configs/chaos_t2.yaml tct ${W16[*]} --set train.seed=3"
 ORDER=(tal_sgd_whole tal_crop96_400 full_crop96_400 tal_strong_whole_400 tal_crop96_strong_400 full_crop96_strong_400 full_sgd_whole_400 tal_adam_whole_400 tct_w16_seed1 tal_w16_seed1 tct_w16_seed3)
 
 for name in "${@:-${ORDER[@]}}"; do
