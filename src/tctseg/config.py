@@ -12,9 +12,10 @@ is a YAML mapping whose sections mirror the dataclasses below::
     train: {epochs: 200, batch_size: 4, patch_size: [192, 192, 64]}
 
 Unknown keys and ill-typed values raise :class:`~tctseg.errors.ConfigError` naming the key
-(``train.epochs: expected int, got 'five'``). Strings may use ``${VAR}`` or
-``${VAR:-default}`` to read environment variables (e.g. where the shared data lives); an
-unset ``${VAR}`` without a default is an error naming the variable.
+(``train.epochs: expected int, got 'five'``); so does a dataset or class name that is not a
+plain folder name (``datasets.0.name: dataset name '/data/kits19' is not a plain name ...``).
+Strings may use ``${VAR}`` or ``${VAR:-default}`` to read environment variables (e.g. where
+the shared data lives); an unset ``${VAR}`` without a default is an error naming the variable.
 
 YAML is read with :class:`ConfigLoader`, a SafeLoader that also refuses what would make a
 config mean something its author did not see: a key given twice in one mapping, more than
@@ -49,6 +50,9 @@ MAX_YAML_VALUES = 100_000
 # the finest preprocessing.spacing accepted: 10 µm, far below any CT/MR voxel (0.3 mm and up);
 # 1e-6 mm would resample a scan to terabytes
 MIN_SPACING_MM = 0.01
+# a dataset's name and a class name become folder names (the cache's <dataset>/, PFL's
+# stage1/<class>/, predictions/<dataset>/): a plain name, never a path
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 @dataclass
@@ -64,7 +68,8 @@ class DatasetConfig:
     ``cases`` restricts it to these case ids (in the given order); ``exclude_cases``
     removes case ids. ``optional``: a dataset whose ``path`` is empty (e.g. an unset
     ``${VAR:-}``) is left out instead of refused — for test sets a user adds when they have
-    them.
+    them. ``name``, like every class name, becomes a folder name (the cache's, the
+    predictions'), so it must be a plain name (:func:`check_name`), never a path.
     """
 
     name: str
@@ -329,6 +334,7 @@ def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) ->
         apply_override(raw, item)
     raw = _expand_env(raw, "")
     config = _build(Config, raw, "")
+    _check_names(config)  # before optional datasets are left out, so the index is the file's
     config.datasets = [d for d in config.datasets if not (d.optional and not d.path.strip())]
     _validate(config)
     return config
@@ -481,6 +487,27 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
                 f"boolean: write it in quotes, e.g. '{'on' if value else 'off'}')"
             )
     raise ConfigError(f"{key}: expected {_type_name(hint)}, got {_show(value)}")
+
+
+def check_name(key: str, name: str, what: str) -> None:
+    """Refuse (ConfigError naming ``key``) a name that is not a plain folder name: it must match
+    :data:`NAME_PATTERN` (letters, digits, ``_``, ``.``, ``-``; starting with a letter or digit)
+    and hold no ``..``, so it can never be empty, absolute, or reach outside its parent folder."""
+    if not NAME_PATTERN.fullmatch(name) or ".." in name:
+        raise ConfigError(
+            f"{key}: {what} {name!r} is not a plain name (letters, digits, '_', '.', '-', starting with a "
+            "letter or digit, no '..'); it becomes a folder name, never a path"
+        )
+
+
+def _check_names(config: Config) -> None:
+    for i, c in enumerate(config.classes):
+        check_name(f"classes.{i}", c, "class name")
+    for i, d in enumerate(config.datasets):
+        check_name(f"datasets.{i}.name", d.name, "dataset name")
+        for source, c in (d.label_map or {}).items():
+            if c not in ("background", "ignore"):
+                check_name(f"datasets.{i}.label_map.{source}", c, "class name")
 
 
 def _validate(config: Config) -> None:

@@ -110,6 +110,7 @@ def prepare(
     """
     selected = _select_datasets(config, roles, datasets)
     root = cache_root(config)
+    check_apart_from_raw_data(config, selected)  # before anything is created or deleted there
     ensure_writable(root, "the prepared cache")
     with folder_lock(root, "prepared cache", wait=wait_for_lock):  # one prepare per cache folder at a time
         return _prepare_locked(config, selected, root, workers, progress)
@@ -142,6 +143,27 @@ def _prepare_locked(
             f"(the others are in {root}):\n{lines}"
         )
     return [_read_case(case_dir, dataset, config.classes) for dataset, case_dir in order]
+
+
+def check_apart_from_raw_data(config: Config, selected: Iterable[DatasetConfig]) -> None:
+    """Refuse (OutputError) a dataset's cache folder that is, holds or lies inside a configured
+    dataset's raw ``path``: preparing replaces case folders there, so the raw scans would go."""
+    raw = [(d, Path(d.path).expanduser().resolve()) for d in config.datasets]
+    for dataset in selected:
+        cache = (cache_root(config) / dataset.name).resolve()
+        for source, path in raw:
+            if cache == path:
+                where = "is"
+            elif path in cache.parents:
+                where = "lies inside"
+            elif cache in path.parents:
+                where = "holds"
+            else:
+                continue
+            raise OutputError(
+                f"{cache}: the cache folder of dataset {dataset.name!r} {where} the raw data folder of dataset "
+                f"{source.name!r} ({source.path}); preparing would replace the scans there, choose another cache_dir"
+            )
 
 
 def _select_datasets(config: Config, roles: Iterable[str], names: Iterable[str] | None) -> list[DatasetConfig]:

@@ -1,0 +1,143 @@
+"""No command deletes or overwrites a user's files (issue 31, items 1–4): each case runs the
+real ``tctseg`` in a subprocess and hashes every file of the user's folder before and after.
+
+1. A dataset ``name`` or class name that is a path (``/data/kits19``, ``../../x``) is refused
+   when the config is read; ``prepare`` refuses a cache folder that is, holds or lies inside a
+   dataset's raw folder.
+2. ``train DIR/config.yaml --output DIR`` never writes over the config it was given, and a
+   folder's own config.yaml makes it "another run".
+3. ``phantom --overwrite`` replaces only a folder its marker says it wrote, and only its files.
+4. ``predict`` skips or overwrites only files its output folder's index.json lists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import yaml
+from _training_data import write_run_config
+
+from tctseg.cli import main
+from tctseg.config import PreprocessingConfig
+from tctseg.data.phantom import write_phantom
+from tctseg.methods import build_method
+from tctseg.preprocessing.cache import fingerprint
+
+from test_predict import save_checkpoint_of, tiny_config, write_volume
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+CLASSES = ["liver", "spleen", "left_kidney", "right_kidney", "pancreas"]
+
+
+def tctseg(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "tctseg", *map(str, args)], env=ENV, capture_output=True, text=True,
+                          timeout=300)
+
+
+def one_error_line(result: subprocess.CompletedProcess, command: str) -> str:
+    """The one ``tctseg <command>: error: ...`` line of a run that exited 2 without a traceback."""
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith(f"tctseg {command}: error: ")]
+    assert result.returncode == 2 and len(errors) == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    return errors[0]
+
+
+def hashes(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root`` (hidden ones too), by relative path."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def write_kits19(folder: Path, cases: int = 2) -> Path:
+    """A small KiTS19-layout folder (``case_XXXXX/imaging.nii.gz``, ``segmentation.nii.gz``)."""
+    for i in range(cases):
+        case = folder / f"case_{i:05d}"
+        case.mkdir(parents=True)
+        image = np.random.default_rng(i).normal(0, 300, (12, 16, 16)).astype(np.float32)
+        nib.save(nib.Nifti1Image(image, np.diag([3.0, 1.0, 1.0, 1.0])), case / "imaging.nii.gz")
+        nib.save(nib.Nifti1Image((image > 200).astype(np.uint8), np.diag([3.0, 1.0, 1.0, 1.0])), case / "segmentation.nii.gz")
+    return folder
+
+
+def write_config(path: Path, **raw) -> Path:
+    path.write_text(yaml.safe_dump({"classes": CLASSES, **raw}, sort_keys=False))
+    return path
+
+
+# --------------------------------------------------------------------------- 1. names that are paths
+
+
+def test_a_dataset_named_like_its_raw_folder_is_refused_and_the_scans_are_kept(tmp_path):
+    """issue 31: `name: /data/kits19` made prepare use the raw folder as its cache: scans deleted."""
+    raw = write_kits19(tmp_path / "data" / "kits19")
+    before = hashes(tmp_path / "data")
+    config = write_config(tmp_path / "config.yaml", cache_dir=str(tmp_path / "cache"),
+                          datasets=[{"name": str(raw), "format": "kits19", "path": str(raw)}])
+    line = one_error_line(tctseg("prepare", config, "--quiet"), "prepare")
+    assert line == (f"tctseg prepare: error: {config}: datasets.0.name: dataset name {str(raw)!r} is not a plain name "
+                    "(letters, digits, '_', '.', '-', starting with a letter or digit, no '..'); it becomes a folder "
+                    "name, never a path")
+    assert hashes(tmp_path / "data") == before
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("change, key", [
+    ({"datasets": [{"name": "../../x", "format": "kits19", "path": "RAW"}]}, "datasets.0.name"),
+    ({"datasets": [{"name": "ok", "format": "kits19", "path": "RAW", "optional": True},
+                   {"name": "a/b", "format": "kits19", "path": "RAW"}]}, "datasets.1.name"),
+    ({"classes": [*CLASSES, "../../../../x"], "datasets": [{"name": "k", "format": "kits19", "path": "RAW"}]}, "classes.5"),
+    ({"datasets": [{"name": "k", "format": "nnunet", "path": "RAW", "label_map": {1: "liver", 2: "..\\x"}}]},
+     "datasets.0.label_map.2"),
+], ids=["dataset-up", "dataset-slash", "class-up", "label-map"])
+def test_names_that_would_leave_their_folder_are_refused_with_one_line_naming_the_key(tmp_path, change, key):
+    """A name `../../x` wrote outside cache_dir; a class `../../../../x` sent PFL's stage 1 outside the run."""
+    raw = write_kits19(tmp_path / "work" / "raw")
+    change = json.loads(json.dumps(change).replace('"RAW"', json.dumps(str(raw))))
+    config = write_config(tmp_path / "work" / "config.yaml", cache_dir=str(tmp_path / "work" / "cache"),
+                          output_dir=str(tmp_path / "work" / "runs"), method={"name": "pfl"}, **change)
+    before = hashes(tmp_path)
+    for command in (["prepare", config, "--quiet"], ["train", config, "--no-progress", "--device", "cpu"]):
+        line = one_error_line(tctseg(*command), command[0])
+        assert line.startswith(f"tctseg {command[0]}: error: {config}: {key}: ") and "is not a plain name" in line, line
+    assert hashes(tmp_path) == before  # nothing written anywhere, outside the folders least of all
+    assert sorted(p.name for p in (tmp_path / "work").iterdir()) == ["config.yaml", "raw"]
+
+
+def test_prepare_refuses_a_cache_folder_that_is_holds_or_lies_in_a_raw_folder(tmp_path):
+    """Defence in depth: plain names, but cache_dir put where the raw scans are."""
+    fp = fingerprint(PreprocessingConfig())
+    cache = tmp_path / "cache"
+    cases = {
+        # the cache folder of `kits19` is the raw folder itself
+        "is": (cache, cache / fp / "kits19", "kits19"),
+        # cache_dir inside the raw folder
+        "lies inside": (tmp_path / "raw2" / "cache", tmp_path / "raw2", "kits19"),
+        # the raw folder inside the cache folder of `kits19`
+        "holds": (cache, cache / fp / "kits19" / "data", "kits19"),
+    }
+    for where, (cache_dir, raw, name) in cases.items():
+        write_kits19(raw)
+        before = hashes(tmp_path)
+        config = write_config(tmp_path / f"{where}.yaml", cache_dir=str(cache_dir),
+                              datasets=[{"name": name, "format": "kits19", "path": str(raw)}])
+        before[config.name] = hashes(tmp_path)[config.name]
+        line = one_error_line(tctseg("prepare", config, "--quiet"), "prepare")
+        assert f"the cache folder of dataset {name!r} {where} the raw data folder of dataset {name!r} ({raw})" in line, line
+        assert "choose another cache_dir" in line
+        assert hashes(tmp_path) == before, where
+        for path in raw.rglob("*"):
+            assert not path.name.endswith(".npy") and "partial" not in path.name
+        for case in raw.glob("case_*"):
+            shutil.rmtree(case)
