@@ -50,7 +50,10 @@ def test_run_layout_paths_keep_the_names_runs_were_written_with():
     assert run.metrics == MetricsLayout(root / "metrics")
     assert run.metrics_json == root / "metrics" / "metrics.json"
     assert (run.metrics.csv, run.metrics.md) == (root / "metrics" / "metrics.csv", root / "metrics" / "metrics.md")
-    assert [p.name for p in run.markers] == ["checkpoint_last.pt", "log.csv", "pipeline.json"]
+    assert [p.name for p in run.markers] == ["checkpoint_last.pt", "log.csv", "pipeline.json", "config.yaml"]
+    assert [str(p.relative_to(root)) for p in run.written_by_training] == [
+        "checkpoint_last.pt", "checkpoint_best.pt", "log.csv", "progress.png", "config.yaml", "tensorboard",
+        "pipeline.json", "stage1", "stage2", "stage3"]
     assert [p.name for p in run.outputs] == [
         "checkpoint_last.pt", "checkpoint_best.pt", "log.csv", "progress.png", "config.yaml", "tensorboard"]
     assert [str(p.relative_to(root)) for p in run.signs] == [

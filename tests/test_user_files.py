@@ -141,3 +141,58 @@ def test_prepare_refuses_a_cache_folder_that_is_holds_or_lies_in_a_raw_folder(tm
             assert not path.name.endswith(".npy") and "partial" not in path.name
         for case in raw.glob("case_*"):
             shutil.rmtree(case)
+
+
+# --------------------------------------------------------------------------- 2. the config given to train
+
+
+def test_train_never_writes_over_the_config_it_was_given(tmp_path):
+    """issue 31: `train DIR/config.yaml --output DIR` replaced the user's file (comments, ${VAR}s) with a dump."""
+    template = write_run_config(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    mine = run / "config.yaml"
+    mine.write_text("# my experiment: comments and placeholders a dump would lose\n"
+                    + template.read_text().replace(str(tmp_path / "cache"), "${MY_CACHE:-" + str(tmp_path / "cache") + "}"))
+    before = hashes(tmp_path)
+    for flags in ([], ["--resume"], ["--overwrite"]):
+        line = one_error_line(tctseg("train", mine, "--output", run, "--device", "cpu", "--no-progress", *flags), "train")
+        assert line == (f"tctseg train: error: {mine}: is {mine}, which this run writes; train from a copy of it kept "
+                        "outside the run folder, or choose another --output"), line
+        assert hashes(tmp_path) == before, flags
+    # the default run folder (output_dir/<method>) is the config's folder: the same refusal
+    raw = yaml.safe_load(template.read_text())
+    raw["output_dir"] = str(tmp_path / "runs")
+    default = tmp_path / "runs" / "tct" / "config.yaml"
+    default.parent.mkdir(parents=True)
+    default.write_text(yaml.safe_dump(raw))
+    for command in ("train", "run"):
+        extra = ["--methods", "tct"] if command == "run" else []
+        line = one_error_line(tctseg(command, default, *extra, "--device", "cpu", "--no-progress"), command)
+        assert f"{default}: is {default}, which this run writes" in line, line
+    # a file inside a folder the run writes into (a PFL stage's own config.yaml) is refused too
+    stage = run / "stage1" / "liver" / "config.yaml"
+    stage.parent.mkdir(parents=True)
+    stage.write_text(template.read_text())
+    line = one_error_line(tctseg("train", stage, "--output", run, "--method", "pfl", "--overwrite", "--no-progress"), "train")
+    assert f"{stage}: lies inside {run / 'stage1'}, which this run writes" in line, line
+    assert mine.read_text().startswith("# my experiment") and stage.read_text() == template.read_text()
+
+
+def test_a_folder_holding_a_config_yaml_is_another_run_and_a_link_to_the_config_is_refused(tmp_path):
+    config = write_run_config(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("# the config.yaml of an earlier run, or the user's\nclasses: [liver]\n")
+    before = hashes(tmp_path)
+    line = one_error_line(tctseg("train", config, "--output", run, "--device", "cpu", "--no-progress"), "train")
+    assert line == (f"tctseg train: error: {run}: holds another run (config.yaml); pass --resume to continue it or "
+                    "--overwrite to start again"), line
+    assert hashes(tmp_path) == before
+    # run/config.yaml a link to the config given: refused even with --resume (it would be written through)
+    (run / "config.yaml").unlink()
+    (run / "config.yaml").symlink_to(config)
+    before = hashes(tmp_path)
+    line = one_error_line(tctseg("train", config, "--output", run, "--resume", "--no-progress"), "train")
+    assert f"{config}: is {run / 'config.yaml'}, which this run writes" in line, line
+    assert hashes(tmp_path) == before

@@ -122,14 +122,24 @@ class RunLayout:
 
     @property
     def markers(self) -> tuple[Path, ...]:
-        """Files whose presence means a training was started here (resume or refuse)."""
-        return (self.checkpoint_last, self.log_csv, self.pipeline_json)
+        """Files whose presence means a training was started here (resume or refuse). A run's
+        ``config.yaml`` is one: a folder holding one belongs to a run, whose ``--overwrite``
+        would replace it."""
+        return (self.checkpoint_last, self.log_csv, self.pipeline_json, self.config_yaml)
 
     @property
     def outputs(self) -> tuple[Path, ...]:
         """What ``--overwrite`` removes: a previous training's outputs, nothing else."""
         return (self.checkpoint_last, self.checkpoint_best, self.log_csv, self.progress_png, self.config_yaml,
                 self.tensorboard)
+
+    @property
+    def written_by_training(self) -> tuple[Path, ...]:
+        """Every path a training here writes or its ``--overwrite`` removes: the files of
+        :attr:`outputs` and ``pipeline.json``, and the folders TensorBoard and PFL's stages
+        write into (a stage's own config.yaml lies in one). The config given to ``train`` must
+        be none of these, nor lie inside one of the folders."""
+        return (*self.outputs, self.pipeline_json, *self.stage_folders)
 
     # ---- PFL's stages (tctseg.training.pfl_pipeline)
     @property

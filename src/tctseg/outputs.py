@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from tctseg.errors import OutputError
 
@@ -24,6 +24,26 @@ def ensure_writable(folder: Path, what: str, name: str | None = None) -> None:
         probe.unlink()
     except OSError as e:
         raise OutputError(f"{name or folder}: cannot write {what} ({e.strerror or e})") from None
+
+
+def check_not_an_output(given: Path, outputs: Iterable[Path], hint: str) -> None:
+    """Refuse (:class:`OutputError`) an input file ``given`` that is one of ``outputs`` (by
+    resolved path, or the same file under another name: a link), or lies inside one of them
+    that is a folder, so that writing the outputs can never replace the input.
+
+    The message is ``"<given>: is <output>, which this run writes; <hint>"`` (or ``lies
+    inside <folder>``)."""
+    resolved = given.resolve()
+    for output in outputs:
+        target = output.resolve()
+        same = resolved == target
+        if not same and given.exists() and output.is_file():
+            with contextlib.suppress(OSError):
+                same = os.path.samefile(given, output)
+        if same:
+            raise OutputError(f"{given}: is {output}, which this run writes; {hint}")
+        if target in resolved.parents:
+            raise OutputError(f"{given}: lies inside {output}, which this run writes; {hint}")
 
 
 def write_atomically(path: Path, write: Callable[[Path], None], what: str = "the file") -> Path:

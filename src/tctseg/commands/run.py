@@ -24,6 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from tctseg.devices import resolve_device
+    from tctseg.commands.train import check_config_is_kept
     from tctseg.config import load_config
     from tctseg.errors import ConfigError
     from tctseg.experiment import run_experiment
@@ -37,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--methods: unknown method {unknown[0] if unknown else '(none)'!r}; "
                           f"available: {', '.join(available_methods())}")
     run_dir = args.output or Path(config.output_dir)
+    check_config_is_kept(args.config, [ExperimentLayout(run_dir).method(m).root for m in methods])
     device = resolve_device(args.device)
     results = run_experiment(config, methods, run_dir, resume=args.resume, overwrite=args.overwrite,
                              device=device, progress=not args.no_progress)

@@ -45,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"method.name={args.method}")
     config = load_config(args.config, overrides)
     output_dir = args.output or Path(config.output_dir) / config.method.name
+    check_config_is_kept(args.config, [output_dir])
     device_type = resolve_device(args.device)
 
     context = dist_utils.init_distributed(device_type)
@@ -86,3 +87,17 @@ def run(args: argparse.Namespace) -> int:
         held.close()
         dist_utils.cleanup_distributed()
     return 0
+
+
+def check_config_is_kept(config_path: Path, run_folders: list[Path]) -> None:
+    """Refuse (OutputError, before anything is written) a config file that the training in one of
+    ``run_folders`` would write over or remove: its own config.yaml (``train runs/x/config.yaml
+    --output runs/x``), or a file inside its TensorBoard or PFL stage folders."""
+    from tctseg.layout import RunLayout
+    from tctseg.outputs import check_not_an_output
+
+    for folder in run_folders:
+        check_not_an_output(
+            config_path, RunLayout(folder).written_by_training,
+            "train from a copy of it kept outside the run folder, or choose another --output",
+        )

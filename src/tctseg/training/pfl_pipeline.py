@@ -316,7 +316,9 @@ class PFLPipeline:
         self.record.update(method=config.method.name, epochs=config.train.epochs)
         self.record.setdefault("stage1", {})
         if self.context.is_main:
-            self.layout.config_yaml.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+            text = yaml.safe_dump(config.to_dict(), sort_keys=False)
+            # atomically, as the Trainer does: a rename replaces a link there, never writes through it
+            write_atomically(self.layout.config_yaml, lambda tmp: tmp.write_text(text, encoding="utf-8"), "the run's config")
             self._save_record()
 
     @cached_property
