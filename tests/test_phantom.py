@@ -62,7 +62,11 @@ def test_layouts_follow_the_public_datasets(phantom_dir: Path) -> None:
     assert sorted(p.name for p in (btcv / "img").iterdir()) == ["img0001.nii.gz", "img0002.nii.gz"]
     assert sorted(p.name for p in (btcv / "label").iterdir()) == ["label0001.nii.gz", "label0002.nii.gz"]
     assert (phantom_dir / "README.md").is_file()
-    assert not [p for p in phantom_dir.iterdir() if p.name.startswith(".")]  # no staging left
+    # no staging left; the marker lists every file written (what a later --overwrite may replace)
+    assert [p.name for p in phantom_dir.iterdir() if p.name.startswith(".")] == [".tctseg-phantom.json"]
+    record = json.loads((phantom_dir / ".tctseg-phantom.json").read_text())
+    assert record["size"] == "tiny" and record["seed"] == 0
+    assert record["files"] == sorted(p for p in _file_hashes(phantom_dir) if not p.startswith("."))
 
 
 def test_label_ids_are_each_datasets_own(phantom_dir: Path) -> None:
@@ -142,10 +146,31 @@ def test_same_seed_same_bytes_and_overwrite_rules(phantom_dir: Path, tmp_path: P
     with pytest.raises(OutputError, match="not empty"):
         write_phantom(out, size="tiny", seed=0)
     assert main(["phantom", str(out), "--size", "tiny"]) == 2  # the CLI reports it, no traceback
+    # no phantom marker: not a folder tctseg wrote, so --overwrite does not touch it either
+    with pytest.raises(OutputError, match=r"holds no phantom tctseg wrote \(no \.tctseg-phantom\.json\)"):
+        write_phantom(out, size="tiny", seed=0, overwrite=True)
     assert stray.read_bytes() == b"old"  # nothing touched
+    stray.unlink()
+    stray.parent.rmdir()
+    (out / "kits19").rmdir()
+    assert main(["phantom", str(out), "--size", "tiny", "--seed", "0"]) == 0
+    # a stale case an older phantom wrote (its marker lists it) is replaced ...
+    stray.parent.mkdir()
+    stray.write_bytes(b"old")
+    marker = out / ".tctseg-phantom.json"
+    record = json.loads(marker.read_text())
+    marker.write_text(json.dumps({**record, "files": record["files"] + ["kits19/case_00099/imaging.nii.gz"]}))
+    with pytest.raises(OutputError, match="holds a phantom already; pass --overwrite"):
+        write_phantom(out, size="tiny", seed=0)
     assert main(["phantom", str(out), "--size", "tiny", "--seed", "0", "--overwrite"]) == 0
     assert not stray.parent.exists()  # a stale case of an older phantom is gone
     assert _file_hashes(out) == _file_hashes(phantom_dir)
+    # ... but a file the phantom did not write stops --overwrite
+    mine = out / "Task03_Liver" / "imagesTr" / "mine.nii.gz"
+    mine.write_bytes(b"mine")
+    with pytest.raises(OutputError, match="Task03_Liver/imagesTr/mine.nii.gz is not a file the phantom there wrote"):
+        write_phantom(out, size="tiny", seed=0, overwrite=True)
+    assert mine.read_bytes() == b"mine"
 
 
 def test_different_seeds_differ_and_bad_size_is_refused(tmp_path: Path) -> None:

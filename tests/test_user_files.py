@@ -196,3 +196,42 @@ def test_a_folder_holding_a_config_yaml_is_another_run_and_a_link_to_the_config_
     line = one_error_line(tctseg("train", config, "--output", run, "--resume", "--no-progress"), "train")
     assert f"{config}: is {run / 'config.yaml'}, which this run writes" in line, line
     assert hashes(tmp_path) == before
+
+
+# --------------------------------------------------------------------------- 3. phantom --overwrite
+
+
+def test_phantom_overwrite_never_touches_a_folder_it_did_not_write(tmp_path):
+    """issue 31: `phantom DIR` advised --overwrite, which deleted the user's Task03_Liver scans and README.md."""
+    mine = tmp_path / "mine"
+    (mine / "Task03_Liver" / "imagesTr").mkdir(parents=True)
+    (mine / "Task03_Liver" / "imagesTr" / "liver_0.nii.gz").write_bytes(b"my real scan")
+    (mine / "README.md").write_text("my notes")
+    before = hashes(mine)
+    for flags in ([], ["--overwrite"]):
+        line = one_error_line(tctseg("phantom", mine, "--size", "tiny", *flags), "phantom")
+        assert line == (f"tctseg phantom: error: {mine}: folder is not empty and holds no phantom tctseg wrote (no "
+                        ".tctseg-phantom.json); choose an empty or new folder (--overwrite replaces only a phantom "
+                        "tctseg wrote)"), line
+        assert hashes(mine) == before
+
+    # a phantom folder: its marker lists what it wrote; a file it did not write stops --overwrite
+    ours = tmp_path / "phantom"
+    write_phantom(ours, size="tiny", seed=0)
+    assert (ours / ".tctseg-phantom.json").is_file()
+    line = one_error_line(tctseg("phantom", ours, "--size", "tiny"), "phantom")
+    assert line == f"tctseg phantom: error: {ours}: holds a phantom already; pass --overwrite to replace it"
+    added = ours / "Task03_Liver" / "imagesTr" / "my_scan.nii.gz"
+    added.write_bytes(b"my real scan")
+    (ours / "notes.md").write_text("mine, beside the phantom")
+    before = hashes(ours)
+    line = one_error_line(tctseg("phantom", ours, "--size", "tiny", "--seed", "1", "--overwrite"), "phantom")
+    assert line == (f"tctseg phantom: error: {ours}: Task03_Liver/imagesTr/my_scan.nii.gz is not a file the phantom "
+                    "there wrote; move it out of the folder, or choose an empty or new folder"), line
+    assert hashes(ours) == before
+    # moved out: --overwrite replaces the phantom's own files and leaves the user's others alone
+    added.unlink()
+    write_phantom(ours, size="tiny", seed=1, overwrite=True)
+    after = hashes(ours)
+    assert after["notes.md"] == before["notes.md"]
+    assert after["Task03_Liver/imagesTr/liver_0.nii.gz"] != before["Task03_Liver/imagesTr/liver_0.nii.gz"]  # seed 1

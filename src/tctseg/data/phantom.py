@@ -66,6 +66,10 @@ BTCV_LABELS = {SPLEEN: 1, RIGHT_KIDNEY: 2, LEFT_KIDNEY: 3, LIVER: 6, AORTA: 8, I
 FIELD_OF_VIEW_XY_MM = (160.0, 136.0)
 SLICE_SPACINGS_MM = (1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
 _PARTIAL_PREFIX = ".phantom-partial-"
+# marks a folder `tctseg phantom` wrote, as checkpoint_last.pt / log.csv mark a run folder:
+# the size, seed and every file it wrote (relative paths), which is all --overwrite may replace
+MARKER = ".tctseg-phantom.json"
+README = "README.md"
 
 
 @dataclass(frozen=True)
@@ -529,7 +533,13 @@ Written by `tctseg phantom`; regenerate with the same size and seed to get the s
 """
 
 
-def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+def _prepare_out_dir(out_dir: Path, overwrite: bool) -> list[str]:
+    """Refuse what may not be written over; returns the files of the phantom already there.
+
+    A non-empty folder is written into only when it carries the :data:`MARKER` of an earlier
+    phantom and ``overwrite`` is given, and then only when every file in the phantom's own
+    entries (its dataset folders, README.md) is one that phantom wrote.
+    """
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir}: exists and is not a folder")
     try:
@@ -538,22 +548,73 @@ def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
         raise OutputError(f"{out_dir}: cannot create the folder ({e.strerror or e})") from None
     for stale in out_dir.glob(f"{_PARTIAL_PREFIX}*"):  # left by a killed run: never complete
         shutil.rmtree(stale, ignore_errors=True)
-    if any(out_dir.iterdir()) and not overwrite:
-        raise OutputError(f"{out_dir}: folder is not empty; pass --overwrite to replace the phantom in it")
+    if not any(out_dir.iterdir()):
+        return []
+    earlier = _marked_files(out_dir)
+    if earlier is None:
+        raise OutputError(
+            f"{out_dir}: folder is not empty and holds no phantom tctseg wrote (no {MARKER}); choose an empty or new "
+            "folder (--overwrite replaces only a phantom tctseg wrote)"
+        )
+    if not overwrite:
+        raise OutputError(f"{out_dir}: holds a phantom already; pass --overwrite to replace it")
+    for entry in (*DATASET_DIRS, README):
+        for path in _files_under(out_dir / entry):
+            name = path.relative_to(out_dir).as_posix()
+            if name not in earlier or path.is_symlink():
+                raise OutputError(
+                    f"{out_dir}: {name} is not a file the phantom there wrote; move it out of the folder, or choose "
+                    "an empty or new folder"
+                )
+    return sorted(earlier)
+
+
+def _marked_files(out_dir: Path) -> set[str] | None:
+    """The files the phantom in ``out_dir`` wrote, from its marker; None without a (readable) marker."""
+    try:
+        record = json.loads((out_dir / MARKER).read_text(encoding="utf-8"))
+        files = record["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        return None
+    return set(files)
+
+
+def _files_under(path: Path) -> list[Path]:
+    """Every file (and link) at or below ``path``, without following links."""
+    if path.is_symlink() or path.is_file():
+        return [path]
+    if not path.is_dir():
+        return []
+    found = []
+    for root, dirs, files in os.walk(path):
+        found += [Path(root) / f for f in files]
+        found += [Path(root) / d for d in dirs if (Path(root) / d).is_symlink()]  # os.walk does not enter them
+    return found
+
+
+def _write_marker(out_dir: Path, size: str, seed: int, files: list[str]) -> None:
+    record = {"written_by": "tctseg phantom", "size": size, "seed": seed, "files": sorted(set(files))}
+    tmp = out_dir / f"{MARKER}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, out_dir / MARKER)
 
 
 def write_phantom(out_dir: str | Path, size: str = "demo", seed: int = 0, *, overwrite: bool = False) -> dict[str, int]:
     """Write the phantom datasets under ``out_dir``; return {dataset folder: number of cases}.
 
     Everything is written into a hidden staging folder first and each dataset folder is
-    moved into place only when complete. A non-empty ``out_dir`` is refused unless
-    ``overwrite`` (then only the phantom's own folders and README.md are replaced).
+    moved into place only when complete; ``out_dir/.tctseg-phantom.json`` (:data:`MARKER`)
+    records the size, seed and every file written. A non-empty ``out_dir`` is refused unless
+    it holds such a phantom and ``overwrite`` is given; then only the phantom's own folders
+    and README.md are replaced, and only when they hold nothing but the files it wrote.
     """
     if size not in SIZES:
         raise ConfigError(f"phantom size {size!r}: expected one of {', '.join(SIZES)}")
     spec = SIZES[size]
     out_dir = Path(out_dir)
-    _prepare_out_dir(out_dir, overwrite)
+    earlier = _prepare_out_dir(out_dir, overwrite)
     staging = out_dir / f"{_PARTIAL_PREFIX}{os.getpid()}"
     try:
         staging.mkdir()
@@ -584,14 +645,19 @@ def write_phantom(out_dir: str | Path, size: str = "demo", seed: int = 0, *, ove
                 text = json.dumps(_msd_dataset_json(dataset_dir, names), indent=4)
                 (staging / dataset_dir / "dataset.json").write_text(text + "\n", encoding="utf-8")
         counts_text = ", ".join(f"{d} {n}" for d, n in counts.items())
-        (staging / "README.md").write_text(_README.format(size=size, seed=seed, counts=counts_text), encoding="utf-8")
-        for entry in (*DATASET_DIRS, "README.md"):
+        (staging / README).write_text(_README.format(size=size, seed=seed, counts=counts_text), encoding="utf-8")
+        written = [p.relative_to(staging).as_posix() for p in _files_under(staging)]
+        # marked before anything moves in, listing the earlier phantom's files too: a run killed
+        # while replacing leaves a folder whose every phantom file the marker still names
+        _write_marker(out_dir, size, seed, earlier + written)
+        for entry in (*DATASET_DIRS, README):
             target = out_dir / entry
             if target.is_dir():
-                shutil.rmtree(target)
+                shutil.rmtree(target)  # holds only files the earlier phantom wrote (_prepare_out_dir)
             elif target.exists():
                 target.unlink()
             os.replace(staging / entry, target)
+        _write_marker(out_dir, size, seed, written)
     except OSError as e:  # e.g. a full disk: nothing half-written is left in out_dir
         raise OutputError(f"{out_dir}: cannot write the phantom ({e.strerror or e}: {e.filename})") from None
     finally:
