@@ -235,3 +235,78 @@ def test_phantom_overwrite_never_touches_a_folder_it_did_not_write(tmp_path):
     after = hashes(ours)
     assert after["notes.md"] == before["notes.md"]
     assert after["Task03_Liver/imagesTr/liver_0.nii.gz"] != before["Task03_Liver/imagesTr/liver_0.nii.gz"]  # seed 1
+
+
+# --------------------------------------------------------------------------- 4. predict's output folder
+
+
+@pytest.fixture
+def model(tmp_path) -> Path:
+    config = tiny_config(spacing=[4.0, 4.0, 8.0])
+    torch.manual_seed(0)
+    return save_checkpoint_of(build_method(config), config, tmp_path / "model.pt")
+
+
+def test_predict_into_a_folder_of_ground_truths_is_refused_and_they_are_kept(tmp_path, model):
+    """issue 31: `predict MODEL m/imagesTr m/labelsTr` took the labels for finished predictions
+    ("2 skipped") and listed them in index.json; --overwrite wrote predictions over them."""
+    msd = tmp_path / "m"
+    (msd / "imagesTr").mkdir(parents=True)
+    (msd / "labelsTr").mkdir()
+    for i in range(2):
+        write_volume(msd / "imagesTr" / f"case_{i}.nii.gz", shape=(20, 18, 12), seed=i)
+        nib.save(nib.Nifti1Image(np.ones((20, 18, 12), np.uint8), np.diag([4.0, 4.0, 8.0, 1.0])),
+                 msd / "labelsTr" / f"case_{i}.nii.gz")
+    before = hashes(msd)
+    for flags in ([], ["--overwrite"]):
+        result = tctseg("predict", model, msd / "imagesTr", msd / "labelsTr", "--modality", "CT", "--no-progress", *flags)
+        line = one_error_line(result, "predict")
+        assert line == (f"tctseg predict: error: {msd / 'labelsTr'}: holds case_0.nii.gz, which tctseg did not write "
+                        "there (its index.json does not list it): predict skips or replaces only its own outputs, "
+                        "choose an empty or new output folder"), line
+        assert hashes(msd) == before, flags
+        assert not (msd / "labelsTr" / "index.json").exists()
+
+
+def test_predict_skips_and_overwrites_only_what_its_index_lists(tmp_path, model, capsys, one_thread):
+    """The rules behind the refusal above, in-process (the real process is tested above)."""
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    write_volume(scans / "a.nii.gz", shape=(20, 18, 12))
+    out = tmp_path / "out"
+    argv = ["predict", str(model), str(scans), str(out), "--modality", "CT", "--no-progress"]
+
+    def refused(*flags: str) -> str:
+        assert main([*argv, *flags]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1, err
+        return err
+
+    assert main(argv) == 0 and "1 written, 0 skipped" in capsys.readouterr().out
+    [entry] = json.loads((out / "index.json").read_text())
+    assert entry["prediction"] == str((out / "a.nii.gz").resolve())
+    assert main(argv) == 0 and "0 written, 1 skipped" in capsys.readouterr().out  # its own output: skipped
+    # someone's NIfTI file (or preview, or statistics without an index) beside tctseg's: refused
+    for name in ("b.nii.gz", "b_preview.png"):
+        (out / name).write_bytes(b"someone's file")
+        before = hashes(out)
+        for flags in ([], ["--overwrite"]):
+            assert f"{out}: holds {name}, which tctseg did not write there" in refused(*flags)
+            assert hashes(out) == before
+        (out / name).unlink()
+    # an index.json that is not tctseg's is not replaced
+    (out / "index.json").rename(out / "saved.json")
+    (out / "index.json").write_text('{"my": "index"}')
+    before = hashes(out)
+    assert refused("--overwrite") == (
+        f"tctseg predict: error: {out / 'index.json'}: is not a prediction index tctseg wrote (a JSON list of cases); "
+        "predict would replace it: choose an empty or new output folder")
+    assert hashes(out) == before
+    (out / "saved.json").replace(out / "index.json")
+    assert main([*argv, "--overwrite"]) == 0 and "1 written, 0 skipped" in capsys.readouterr().out
+    # statistics.json in a folder without an index is someone else's too
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "statistics.json").write_text("{}")
+    assert main(["predict", str(model), str(scans), str(other), "--modality", "CT", "--no-progress"]) == 2
+    assert f"{other}: holds statistics.json, which tctseg did not write there" in capsys.readouterr().err

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
+from tctseg.data.io import NIFTI_SUFFIXES
 from tctseg.errors import OutputError
 from tctseg.inference.inputs import PredictionInput
 from tctseg.layout import predictions_index
@@ -100,27 +101,64 @@ def labels_in_original_space(
 # --------------------------------------------------------------------------- writing
 
 
+_OUTPUT_KEYS = ("prediction", "probabilities", "task_masks")  # the files of an index entry
+
+
+def read_index(output_dir: Path) -> list[dict[str, Any]]:
+    """The entries of ``<output_dir>/index.json`` (``[]`` when there is none).
+
+    Raises :class:`OutputError` when the file is not an index ``tctseg predict`` wrote (a list
+    of ``{case_id, prediction, ...}``): predict would replace it, so it is someone else's.
+    """
+    path = predictions_index(output_dir)
+    if not path.exists():
+        return []
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+        ok = isinstance(entries, list) and all(
+            isinstance(e, dict) and "case_id" in e and isinstance(e.get("prediction"), str) for e in entries
+        )
+    except (OSError, ValueError):  # unreadable, not UTF-8, not JSON
+        ok = False
+    if not ok:
+        raise OutputError(
+            f"{path}: is not a prediction index tctseg wrote (a JSON list of cases); predict would replace it: "
+            "choose an empty or new output folder"
+        )
+    return entries
+
+
+def _exists(output_dir: Path, listed: Any) -> bool:
+    # where the index says, or in the folder itself (a folder moved since keeps its predictions)
+    return isinstance(listed, str) and (Path(listed).is_file() or (output_dir / Path(listed).name).is_file())
+
+
 def write_index(output_dir: Path, results: Sequence[PredictionResult]) -> Path:
     """``<output_dir>/index.json``: ``[{case_id, image, prediction[, probabilities, task_masks, label, dataset]}]``.
 
-    Entries of earlier runs whose prediction file still exists are kept (this run's win).
+    The index is also the record of which files in the folder tctseg wrote
+    (:func:`check_own_outputs`). Entries of earlier runs whose prediction file still exists
+    are kept (this run's win; an earlier entry's probabilities or task masks that this run did
+    not write stay listed while their files exist).
     """
     path = predictions_index(output_dir)
     entries: dict[str, dict[str, Any]] = {}
     try:
-        for entry in json.loads(path.read_text(encoding="utf-8")):
-            if isinstance(entry, dict) and Path(str(entry.get("prediction", ""))).is_file():
+        for entry in read_index(output_dir):
+            if _exists(output_dir, entry.get("prediction")):
                 entries[str(entry["case_id"])] = entry
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # no index yet, or an unreadable one: rebuilt from this run
+    except OutputError:
+        pass  # a foreign index was refused before the first case (check_own_outputs); rebuilt from this run
     for r in results:
         if not r.ok or r.prediction is None:
             continue
         entry: dict[str, Any] = {"case_id": r.case_id, "image": str(r.image.resolve()), "prediction": str(r.prediction.resolve())}
-        if r.probabilities is not None:
-            entry["probabilities"] = str(r.probabilities.resolve())
-        if r.task_masks is not None:
-            entry["task_masks"] = str(r.task_masks.resolve())
+        earlier = entries.get(r.case_id, {})
+        for key, written in (("probabilities", r.probabilities), ("task_masks", r.task_masks)):
+            if written is not None:
+                entry[key] = str(written.resolve())
+            elif _exists(output_dir, earlier.get(key)):
+                entry[key] = earlier[key]
         if r.label is not None:
             entry["label"] = str(Path(r.label).resolve())
         if r.dataset is not None:
@@ -145,3 +183,37 @@ def check_output_dir(output_dir: Path, cases: Sequence[PredictionInput], input_f
             raise OutputError(f"{output_dir}: lies inside the input DICOM series folder {case.image}; choose another output folder")
         if not image.is_dir() and out == image.parent:
             raise OutputError(f"{output_dir}: is the folder of the input {case.image}; choose another output folder")
+
+
+def check_own_outputs(output_dir: Path, case_suffixes: Sequence[str] = (), gathering: Sequence[str] = ()) -> None:
+    """Refuse (OutputError) an output folder holding a file that looks like one predict writes
+    but that the folder's own ``index.json`` does not list: ground truths, or another tool's or
+    a person's files. A rerun would skip such a file as a finished case, and ``--overwrite``
+    would write over it; predict may skip or replace only what it wrote.
+
+    Looks like predict's: a NIfTI file (``.nii``, ``.nii.gz``), a file ending in one of
+    ``case_suffixes`` (the per-case reports: ``<case>_preview.png``, ...), and the files named
+    in ``gathering`` (``statistics.json``, ...). Listed: the files of an index entry, the
+    per-case reports of a case the index lists, and the gathering files when an index exists.
+    Hidden files (the lock, temporary names) are not looked at. An ``index.json`` that is not
+    tctseg's is refused too (:func:`read_index`).
+    """
+    if not output_dir.is_dir():
+        return
+    entries = read_index(output_dir)
+    listed = {Path(e[key]).name for e in entries for key in _OUTPUT_KEYS if isinstance(e.get(key), str)}
+    listed |= {f"{e['case_id']}{suffix}" for e in entries for suffix in case_suffixes}
+    has_index = predictions_index(output_dir).is_file()
+    for path in sorted(output_dir.iterdir()):
+        name = path.name
+        if name.startswith(".") or not path.is_file():
+            continue
+        if name in gathering:
+            foreign = not has_index
+        else:
+            foreign = name.endswith((*NIFTI_SUFFIXES, *case_suffixes)) and name not in listed
+        if foreign:
+            raise OutputError(
+                f"{output_dir}: holds {name}, which tctseg did not write there (its {predictions_index(output_dir).name} "
+                "does not list it): predict skips or replaces only its own outputs, choose an empty or new output folder"
+            )

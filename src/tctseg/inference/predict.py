@@ -18,7 +18,10 @@ probable task (an argmax, for users), and with ``save_task_masks`` each task's o
 what the authors score, and what ``tctseg run``/``compare`` evaluate for these methods.
 
 Every file is written to a temporary name in the output folder and renamed into place, so
-a killed run never leaves a file that looks complete; a rerun skips finished cases.
+a killed run never leaves a file that looks complete; a rerun skips finished cases. The
+folder's ``index.json`` lists each case before its files are written and is the record of
+what tctseg wrote there: only files it lists are skipped or written over, and a folder
+holding other NIfTI files (ground truths, say) is refused.
 
 This module is the loop and the model; finding the cases is :mod:`tctseg.inference.inputs`,
 going back to the original grid and writing is :mod:`tctseg.inference.export`.
@@ -26,6 +29,7 @@ going back to the original grid and writing is :mod:`tctseg.inference.export`.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +45,7 @@ from tctseg.inference.export import (
     TASK_MASKS_SUFFIX,
     PredictionResult,
     check_output_dir,
+    check_own_outputs,
     labels_in_original_space,
     write_index,
 )
@@ -159,7 +164,9 @@ def predict_cases(
 
     A case that cannot be read or predicted is reported (``status="failed"``, ``error`` names
     the file) and the others still run. A case whose outputs exist is skipped unless
-    ``overwrite``. Raises OutputError before any work if the output folder is an input's.
+    ``overwrite``. Raises OutputError before any work if the output folder is an input's, or
+    holds NIfTI files (or other files named like predict's outputs) that its ``index.json``
+    does not list: only files tctseg wrote there are skipped or written over.
 
     ``reports``: statistics, preview, QC and DICOM SEG outputs per case
     (:mod:`tctseg.inference.reports`); the auxiliary heads run only for its ``qc``.
@@ -174,6 +181,8 @@ def predict_cases(
     check_output_dir(output_dir, cases, input_folders)
     ensure_writable(output_dir, "the output folder")  # a full disk shows here, before any case runs
     hold_folder_lock(output_dir, "predictions")  # one predict per output folder, until this returns
+    # only what this folder's index.json lists may be skipped as finished or written over
+    check_own_outputs(output_dir, CaseReports.CASE_SUFFIXES, CaseReports.GATHERING_FILES)
     settings = config.inference
     task_prompted = bool(getattr(method, "task_prompted", False))  # see Method.task_prompted
     if save_task_masks and not task_prompted:
@@ -216,6 +225,10 @@ def predict_cases(
             if not overwrite and _finished(run, case.case_id):
                 result.status = "skipped"
             else:
+                # listed in index.json before its first file is written, so a run killed in
+                # between leaves no output that this folder's index does not claim
+                write_index(run.output_dir, [*results, dataclasses.replace(
+                    result, status="written", prediction=prediction, probabilities=probabilities, task_masks=task_masks)])
                 _predict_case(run, case)
                 result.status = "written"
             result.prediction, result.probabilities, result.task_masks = prediction, probabilities, task_masks

@@ -40,6 +40,11 @@ class CaseReports:
     (the SEG's algorithm); ``write_atomically(path, write)``: the export module's atomic writer.
     """
 
+    # the names of what the reports may write: ``<case><suffix>`` per case, and the files that
+    # gather every case (predict refuses a folder holding such files that are not its own)
+    CASE_SUFFIXES = (PREVIEW_SUFFIX, DICOM_SEG_SUFFIX)
+    GATHERING_FILES = (STATISTICS_JSON, STATISTICS_CSV, QC_JSON)
+
     def __init__(
         self,
         options: ReportOptions,
