@@ -310,3 +310,36 @@ def test_predict_skips_and_overwrites_only_what_its_index_lists(tmp_path, model,
     (other / "statistics.json").write_text("{}")
     assert main(["predict", str(model), str(scans), str(other), "--modality", "CT", "--no-progress"]) == 2
     assert f"{other}: holds statistics.json, which tctseg did not write there" in capsys.readouterr().err
+
+
+KILLED_AFTER_FIRST_FILE = """
+import os, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from test_predict import IntensityAndEdge, tiny_config
+import tctseg.inference.predict as predict
+save = predict.save_nifti
+def save_then_die(*args, **kwargs):
+    save(*args, **kwargs)
+    os._exit(9)  # SIGKILL-like: no clean-up, no final index
+predict.save_nifti = save_then_die
+predict.predict_cases((IntensityAndEdge(), tiny_config(spacing=[4.0, 4.0, 8.0])), [sys.argv[2]], sys.argv[3],
+                      modality="CT", progress=False)
+"""
+
+
+def test_a_run_killed_right_after_writing_a_label_map_still_owns_it(tmp_path, model, capsys, one_thread):
+    """Each case is listed in index.json before its first file is written, so the file a killed
+    run leaves is its own: the rerun skips it instead of refusing it as a stranger's."""
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for i in range(2):
+        write_volume(scans / f"s{i}.nii.gz", shape=(20, 18, 12), seed=i)
+    out = tmp_path / "out"
+    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_FIRST_FILE, str(Path(__file__).parent), str(scans), str(out)],
+                            env=ENV, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == 9, killed.stderr
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["index.json", "s0.nii.gz"]
+    assert main(["predict", str(model), str(scans), str(out), "--modality", "CT", "--no-progress"]) == 0
+    assert "1 written, 1 skipped" in capsys.readouterr().out
+    assert [e["case_id"] for e in json.loads((out / "index.json").read_text())] == ["s0", "s1"]
