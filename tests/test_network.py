@@ -36,7 +36,8 @@ def test_training_returns_main_and_auxiliary_logits():
 def test_auxiliary_heads_are_not_run_at_inference():
     net = SegmentationNetwork(num_classes=3, width=4, depth=3)
     calls = []
-    net.aux_heads.register_forward_hook(lambda *args: calls.append(1))
+    both_heads = net.both_heads
+    net.both_heads = lambda features: calls.append(1) or both_heads(features)
     net.eval()
     with torch.no_grad():
         out = net(torch.randn(1, 1, 16, 16, 8))
@@ -53,6 +54,71 @@ def test_grouped_auxiliary_heads_equal_separate_binary_convolutions():
     for j in range(3):
         alone = torch.nn.functional.conv3d(features, weight[2 * j : 2 * j + 2], bias[2 * j : 2 * j + 2], padding=1)
         torch.testing.assert_close(together[:, j], alone)
+
+
+def test_both_heads_as_one_convolution_equal_the_two_heads():
+    net = SegmentationNetwork(num_classes=3, width=4, depth=3).to(memory_format=torch.channels_last_3d)
+    features = torch.randn(2, 4, 8, 8, 4).contiguous(memory_format=torch.channels_last_3d)
+    main, aux = net.both_heads(features)
+    torch.testing.assert_close(main, net.main_head(features))
+    torch.testing.assert_close(aux, net.aux_heads(features))
+    assert main.stride(1) == 1 and aux.stride(2) == 1  # views of one channels-last output
+
+
+def test_instance_norm_is_torch_instance_norm_and_keeps_channels_last():
+    from tctseg.network.norm import InstanceNorm
+
+    torch.manual_seed(0)
+    ours, torchs = InstanceNorm(6), torch.nn.InstanceNorm3d(6, affine=True)
+    with torch.no_grad():
+        torchs.weight.uniform_(0.5, 2.0)
+        torchs.bias.uniform_(-1.0, 1.0)
+    ours.load_state_dict(torchs.state_dict())  # the same parameters: checkpoints load either way
+    # a mean far from 0 against the spread, as after a convolution: one-pass sums lose digits
+    x = (0.5 * torch.randn(2, 6, 24, 20, 12) + 2.0).contiguous(memory_format=torch.channels_last_3d)
+    grad = torch.randn(2, 6, 24, 20, 12)
+    results = {}
+    for name, module, dtype in (("ours", ours, torch.float32), ("torch", torchs, torch.float32), ("float64", torchs, torch.float64)):
+        module = module.to(dtype)
+        module.zero_grad()
+        xi = x.to(dtype).clone().contiguous(memory_format=torch.channels_last_3d).requires_grad_()
+        y = module(xi)
+        y.backward(grad.to(dtype))
+        results[name] = [t.detach().double() for t in (y, xi.grad, module.weight.grad, module.bias.grad)]
+        if name == "ours":
+            assert y.is_contiguous(memory_format=torch.channels_last_3d)
+        module.float()
+    for k, what in enumerate(("output", "input gradient", "weight gradient", "bias gradient")):
+        exact = results["float64"][k]
+        error = {n: float((results[n][k] - exact).norm() / exact.norm()) for n in ("ours", "torch")}
+        # at least as accurate as torch's own kernel (within a small factor) and near float32's limit
+        assert error["ours"] < max(4 * error["torch"], 1e-6), (what, error)
+
+
+def test_a_decoder_stage_on_two_parts_equals_it_on_their_concatenation():
+    from tctseg.network.unet import ConvBlock
+
+    torch.manual_seed(0)
+    block = ConvBlock(6 + 4, 4, 4, "instance").double()
+    first = torch.randn(2, 6, 8, 8, 4, dtype=torch.float64, requires_grad=True)
+    second = torch.randn(2, 4, 8, 8, 4, dtype=torch.float64, requires_grad=True)
+    apart = block.forward_concatenated(first, second)
+    together = block(torch.cat([first, second], dim=1))
+    torch.testing.assert_close(apart, together)
+    grads = torch.autograd.grad(apart.square().sum(), (first, second, block[0].weight))
+    expected = torch.autograd.grad(together.square().sum(), (first, second, block[0].weight))
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want)
+
+
+def test_instance_norm_gradients_pass_gradcheck():
+    from tctseg.network.norm import instance_norm
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 4, 5, 3, dtype=torch.float64).contiguous(memory_format=torch.channels_last_3d).requires_grad_()
+    w = torch.rand(3, dtype=torch.float64, requires_grad=True)
+    b = torch.rand(3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w, b: instance_norm(x, w, b), (x, w, b))
 
 
 @pytest.mark.parametrize("shape", [(17, 9, 5), (33, 16, 7), (1, 1, 1)])

@@ -94,8 +94,10 @@ def consistency_terms(
     spatial = tuple(range(2, main_probs.ndim))
     p_fg = main_probs[:, 1:]  # [B, N, *S]
     g_bg, g_fg = aux_probs[:, :, 0], aux_probs[:, :, 1]
-    squared = ((1.0 - p_fg) - g_bg) ** 2 + (p_fg - g_fg) ** 2
-    terms = squared.mean(spatial) / 2.0  # (1 / (2·N_v)) Σ_i
+    # (1/(2·N_v)) Σ_i [((1 − p) − g^0)² + (p − g^j)²] with g^0 = 1 − g^j (ATH j is a softmax
+    # over two channels) is (1/N_v) Σ_i (p − g^j)²: the same function of the logits, so the
+    # same gradients too (with or without detach_aux), in one full-size difference, not four
+    terms = (p_fg - g_fg).square().mean(spatial)
 
     with torch.no_grad():
         # max(1).indices is argmax (first index on ties) but ~4× faster over the channel dim

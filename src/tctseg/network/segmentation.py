@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tctseg.network.heads import AuxiliaryTaskHeads, SegmentationHead
@@ -43,12 +44,31 @@ class SegmentationNetwork(nn.Module):
 
     def forward(self, image: torch.Tensor, aux: bool | None = None) -> NetworkOutput:
         features = self.backbone(image)
-        main_logits = self.main_head(features)
         run_aux = self.training if aux is None else aux
         if run_aux and self.aux_heads is None:
             raise ValueError("this network was built without auxiliary task heads")
-        aux_logits = self.aux_heads(features) if run_aux else None
-        return NetworkOutput(main_logits, aux_logits)
+        if not run_aux:
+            return NetworkOutput(self.main_head(features), None)
+        return NetworkOutput(*self.both_heads(features))
+
+    def both_heads(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The MSH and the ATHs as ONE convolution: ``[B, F, *S]`` → main logits ``[B, N+1, *S]``
+        and auxiliary logits ``[B, N, 2, *S]`` (views of one ``[B, 3N+1, *S]`` output).
+
+        Every output channel of a convolution has its own kernel, so the conv with the two
+        heads' kernels stacked computes exactly the two heads (same parameters, each still
+        its own module and state-dict entry), while the full-resolution features are read
+        once forward and once backward instead of twice, and their two gradients need no sum
+        (BENCHMARKS.md, "Where a training step's time goes").
+        """
+        main, aux = self.main_head.conv, self.aux_heads.conv
+        weight = torch.cat([main.weight, aux.weight], dim=0)
+        bias = torch.cat([main.bias, aux.bias], dim=0)
+        logits = F.conv3d(features, weight, bias, padding=main.padding)
+        # split, not two slices: backward then joins the two gradients in one copy instead
+        # of zero-filling a full-size gradient per slice and adding them
+        main_logits, aux_logits = torch.split(logits, [main.out_channels, aux.out_channels], dim=1)
+        return main_logits, aux_logits.unflatten(1, (self.num_classes, 2))
 
 
 def count_parameters(module: nn.Module | None, include_norm: bool = True) -> int:
