@@ -18,7 +18,9 @@ run() {  # NAME CONFIG METHOD ARGS...
   local name=$1 config=$2 method=$3; shift 3
   local dir=$OUT/$name
   if [[ -f $dir/done ]]; then echo "$name: done"; return; fi
-  local resume=(); [[ -f $dir/checkpoint_last.pt ]] && resume=(--resume)
+  # a folder holding this run's config.yaml is this run, interrupted (before or after its
+  # first checkpoint): resume it (train refuses such a folder otherwise)
+  local resume=(); [[ -f $dir/checkpoint_last.pt || -f $dir/config.yaml ]] && resume=(--resume)
   echo "$name: $(date -Is) start"
   local start=$SECONDS
   "$TCTSEG" train "$config" --method "$method" --output "$dir" --no-progress "${resume[@]}" "$@"
@@ -47,6 +49,15 @@ W16=(--set network.width=16)
 RUNS[tct_w16_seed1]="configs/chaos_t2.yaml tct ${W16[*]} --set train.seed=1"
 RUNS[tal_w16_seed1]="configs/chaos_t2.yaml tal ${W16[*]} --set train.seed=1"
 RUNS[tct_w16_seed3]="configs/chaos_t2.yaml tct ${W16[*]} --set train.seed=3"
+# the width-16 recipe (docs/CONVERGENCE.md, "The width-16 recipe"): seed 0, one lever each
+RUNS[tct_w16_seed0]="configs/chaos_t2.yaml tct ${W16[*]} --set train.seed=0"
+RUNS[tal_w16_seed0]="configs/chaos_t2.yaml tal ${W16[*]} --set train.seed=0"
+RUNS[tct_w16_800]="configs/chaos_t2.yaml tct ${W16[*]} --set train.seed=0 --set train.epochs=32"
+RUNS[tal_w16_800]="configs/chaos_t2.yaml tal ${W16[*]} --set train.seed=0 --set train.epochs=32"
+RUNS[tct_w16_b4]="configs/chaos_t2.yaml tct ${W16[*]} --set train.seed=0 --set train.batch_size=4"
+RUNS[tal_w16_b4]="configs/chaos_t2.yaml tal ${W16[*]} --set train.seed=0 --set train.batch_size=4"
+RUNS[tct_w16_fg80]="configs/chaos_t2.yaml tct ${W16[*]} --set train.seed=0 --set train.foreground_fraction=0.8"
+RUNS[tal_w16_fg80]="configs/chaos_t2.yaml tal ${W16[*]} --set train.seed=0 --set train.foreground_fraction=0.8"
 ORDER=(tal_sgd_whole tal_crop96_400 full_crop96_400 tal_strong_whole_400 tal_crop96_strong_400 full_crop96_strong_400 full_sgd_whole_400 tal_adam_whole_400 tct_w16_seed1 tal_w16_seed1 tct_w16_seed3)
 
 for name in "${@:-${ORDER[@]}}"; do
