@@ -136,3 +136,14 @@ def test_with_method_changes_the_method_and_nothing_else():
     ablation = config.with_method("tct", threshold=None, consistency=False)
     assert (ablation.method.threshold, ablation.method.consistency) == (None, False)
     assert config.method.threshold == "median"
+
+
+def test_the_saved_confidence_filter_switch_of_earlier_runs_is_read_or_refused():
+    raw = {"classes": ["liver"], "datasets": [], "method": {"name": "tct", "confidence_filter": False}}
+    assert config_from_dict(raw).method.filter == "iou"  # every run folder of that time saved false
+    raw["method"]["confidence_filter"] = True  # the old filter (on top of IoU) no longer exists
+    with pytest.raises(ConfigError, match="method.confidence_filter: replaced by method.filter: confidence"):
+        config_from_dict(raw)
+    with pytest.raises(ConfigError, match="method.filter"):
+        config_from_dict({"classes": ["liver"], "datasets": [], "method": {"filter": "entropy"}})
+    assert config_from_dict({"classes": ["liver"], "datasets": [], "method": {"filter": "confidence"}}).method.filter == "confidence"

@@ -421,7 +421,7 @@ CONFIG_FIELDS = [
                                   "exclude_cases", "sampling_weight")],
     *[("preprocessing", f) for f in ("spacing", "ct_clip", "mr_percentiles", "workers")],
     *[("network", f) for f in ("width", "depth", "norm", "channels_last")],
-    *[("method", f) for f in ("name", "consistency", "threshold", "confidence_filter", "confidence_threshold",
+    *[("method", f) for f in ("name", "consistency", "threshold", "filter", "confidence_threshold",
                               "weighting", "lambda_max", "rampup_fraction", "detach_aux", "options")],
     *[("train", f) for f in ("epochs", "iterations_per_epoch", "batch_size", "patch_size", "optimizer", "lr",
                              "weight_decay", "schedule", "seed", "amp", "val_every", "num_workers",

@@ -331,15 +331,56 @@ def test_filter_equals_the_spec_on_random_inputs_with_absent_classes(threshold, 
     assert abs(consistency_loss(main, aux_probs, threshold=threshold, empty=empty).item() - loss) < 1e-6
 
 
-def test_confidence_filter_drops_uncertain_heads():
-    main, aux_probs = filter_case()
-    aux_probs = aux_probs.clone()
-    aux_probs[:, 3] = 0.5  # head 4 maximally uncertain: confidence 0
-    out = consistency_terms(main, aux_probs, threshold=None, confidence_threshold=0.5)
-    # heads 1–3 predict 0.9/0.1 everywhere: confidence 1 − H(0.9, 0.1)/log 2 ≈ 0.531
-    h = -(0.9 * math.log(0.9) + 0.1 * math.log(0.1)) / math.log(2)
-    assert out.confidence[0, 0].item() == pytest.approx(1 - h, rel=1e-5)
-    assert out.keep.int().tolist() == [[1, 1, 1, 0], [1, 1, 1, 0]]
+def confidence_case(g_head2):
+    """N = 2, four voxels. Main head: class 1 on voxels 0–1, background on 2–3 (p = 0.8 for
+    its argmax, 0.1 for the other two channels). ATH 1 agrees on voxels 0–1 (g¹ = 0.9 there,
+    0.1 elsewhere: confident, IoU 1); ATH 2's foreground probability per voxel is ``g_head2``."""
+    main = as_probs([[0.1, 0.8, 0.1], [0.1, 0.8, 0.1], [0.8, 0.1, 0.1], [0.8, 0.1, 0.1]])
+    g = torch.tensor([[0.9, 0.9, 0.1, 0.1], g_head2], dtype=torch.float64)  # [N, V]
+    aux_probs = torch.stack([1 - g, g], dim=1).reshape(1, 2, 2, 1, 1, 4)
+    return main, aux_probs
+
+
+def confidence(g):
+    return 1 + (g * math.log(g) + (1 - g) * math.log(1 - g)) / math.log(2)
+
+
+def test_confidence_strategy_keeps_a_term_the_iou_filter_drops():
+    # ATH 2 finds class 2 on voxel 3 with g = 0.95 (confident), the main head does not: IoU 0
+    # against ATH 1's 1, θ = median = 0.5, so the IoU filter drops term 2
+    main, aux_probs = confidence_case([0.02, 0.02, 0.02, 0.95])
+    iou = consistency_terms(main, aux_probs, threshold="median")
+    assert iou.iou[0].tolist() == [1.0, 0.0] and iou.keep.tolist() == [[True, False]]
+    # every voxel of both heads is confident (c(0.9) ≈ 0.53, c(0.02) ≈ 0.86, c(0.95) ≈ 0.71 ≥ 0.5):
+    # both terms kept, each the mean of (p − g)² over the four voxels
+    assert min(confidence(0.9), confidence(0.02), confidence(0.95)) >= 0.5
+    out = consistency_terms(main, aux_probs, filter="confidence")
+    assert out.keep.tolist() == [[True, True]]
+    term1 = (2 * (0.8 - 0.9) ** 2 + 2 * (0.1 - 0.1) ** 2) / 4
+    term2 = (3 * (0.1 - 0.02) ** 2 + (0.1 - 0.95) ** 2) / 4
+    assert out.terms[0].tolist() == pytest.approx([term1, term2])
+    assert out.confident.tolist() == [[1.0, 1.0]]
+    assert consistency_loss(main, aux_probs, filter="confidence").item() == pytest.approx(term1 + term2)
+    assert consistency_loss(main, aux_probs).item() == pytest.approx(term1)  # the IoU filter's
+
+
+def test_iou_filter_keeps_a_term_the_confidence_strategy_drops_or_thins():
+    # ATH 2 undecided everywhere (g = 0.5: confidence 0) and the main head never predicts class
+    # 2: class 2 is absent from both masks, so the IoU filter keeps its term (empty="keep")...
+    main, aux_probs = confidence_case([0.5, 0.5, 0.5, 0.5])
+    iou = consistency_terms(main, aux_probs)
+    assert iou.keep.tolist() == [[True, True]]
+    assert iou.terms[0, 1].item() == pytest.approx((0.1 - 0.5) ** 2)
+    # ... and the confidence strategy leaves every voxel out: term 0, not kept
+    out = consistency_terms(main, aux_probs, filter="confidence")
+    assert out.keep.tolist() == [[True, False]] and out.terms[0, 1].item() == 0.0
+    assert out.confident[0].tolist() == [1.0, 0.0]
+    # half-confident: only voxels 2 and 3 (g = 0.05, c ≈ 0.71) count, averaged over those two
+    main, aux_probs = confidence_case([0.5, 0.6, 0.05, 0.05])
+    assert confidence(0.6) < 0.5 <= confidence(0.05)
+    out = consistency_terms(main, aux_probs, filter="confidence")
+    assert out.confident[0, 1].item() == 0.5
+    assert out.terms[0, 1].item() == pytest.approx(((0.1 - 0.05) ** 2 + (0.1 - 0.05) ** 2) / 2)
 
 
 def test_consistency_does_not_train_the_auxiliary_heads_by_default():

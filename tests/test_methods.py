@@ -79,8 +79,10 @@ def test_tct_ablation_switches():
     out = fixed(fixed_batch(), 0)
     assert fixed.uncertainty is None and "consistency" not in out.parts
     assert out.total.item() == pytest.approx((out.parts["main"] + out.parts["aux"]).item(), rel=1e-5)
-    confident = build_method(make_config(name="tct", threshold=None, confidence_filter=True))
-    assert confident.confidence_threshold == 0.5 and confident.threshold is None
+    confident = build_method(make_config(name="tct", filter="confidence"))
+    assert confident.filter == "confidence" and confident.confidence_threshold == 0.5
+    out = confident(fixed_batch(), 0)
+    assert {f"filter_confident_{c}:num" for c in CLASSES} <= set(out.parts)
 
 
 def test_tal_has_no_auxiliary_heads_and_inference_is_the_main_head():

@@ -109,7 +109,11 @@ class NetworkConfig:
 class MethodConfig:
     """Which method turns a batch into a loss, and its switches (paper ablations Tab. 5, 7–9).
 
-    ``threshold``: ``median`` | ``task_mean`` | ``batch_mean`` | a float | null (no filter).
+    ``filter``: ``iou`` (the paper's filter, default) | ``confidence`` (Tab. 8: no IoU filter;
+    voxels where ATH j's entropy confidence is below ``confidence_threshold`` are left out of
+    term j; SPEC "Eq. 5–6", Tab. 8 revised).
+    ``threshold``: ``median`` | ``task_mean`` | ``batch_mean`` | a float | null (no filter);
+    the IoU filter's θ.
     ``empty_classes``: what the filter does with a class absent from both heads' masks in a
     patch: ``keep`` its term (SPEC default) | ``drop`` it | ``as_one`` (the earlier rule: absent
     counts as IoU = 1, also in θ; ablation only).
@@ -122,7 +126,7 @@ class MethodConfig:
     consistency: bool = True
     threshold: Union[str, float, None] = "median"
     empty_classes: str = "keep"
-    confidence_filter: bool = False
+    filter: str = "iou"
     confidence_threshold: float = 0.5
     weighting: str = "uauwl"
     lambda_max: float = 1.0
@@ -333,11 +337,27 @@ def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None) ->
     for item in overrides or []:
         apply_override(raw, item)
     raw = _expand_env(raw, "")
+    _replace_confidence_filter(raw)
     config = _build(Config, raw, "")
     _check_names(config)  # before optional datasets are left out, so the index is the file's
     config.datasets = [d for d in config.datasets if not (d.optional and not d.path.strip())]
     _validate(config)
     return config
+
+
+def _replace_confidence_filter(raw: Any) -> None:
+    """``method.confidence_filter`` (until 2026-12: a per-term mean confidence applied ON TOP of
+    the IoU filter) became ``method.filter: confidence`` (the confidence strategy INSTEAD of
+    the IoU filter, SPEC Tab. 8 revised). A saved ``false`` (every run folder and checkpoint of
+    that time) is read as the default; ``true`` named a filter that no longer exists."""
+    method = raw.get("method") if isinstance(raw, dict) else None
+    if not isinstance(method, dict) or "confidence_filter" not in method:
+        return
+    if method.pop("confidence_filter") not in (False, None):
+        raise ConfigError(
+            "method.confidence_filter: replaced by method.filter: confidence (the confidence strategy "
+            "of Tab. 8 now replaces the IoU filter; SPEC Eq. 5–6); set that instead"
+        )
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
@@ -552,6 +572,9 @@ def _validate(config: Config) -> None:
     m = config.method
     if isinstance(m.threshold, str) and m.threshold not in settings.THRESHOLDS:
         raise ConfigError(f"method.threshold: {m.threshold!r} is not {', '.join(settings.THRESHOLDS)}, a number or null")
+    settings.check_choice("method.filter", m.filter, settings.CONSISTENCY_FILTERS)
+    if not 0.0 <= m.confidence_threshold <= 1.0:
+        raise ConfigError(f"method.confidence_threshold: expected a value in [0, 1], got {m.confidence_threshold}")
     settings.check_choice("method.empty_classes", m.empty_classes, settings.EMPTY_RULES)
     settings.check_choice("method.weighting", m.weighting, settings.WEIGHTINGS)
     if not 0.0 <= m.rampup_fraction <= 1.0:

@@ -32,6 +32,8 @@ NORMS = ("batch", "instance", "group", "none")
 
 # method.threshold (besides a number or null) → tctseg.losses.consistency
 THRESHOLDS = ("median", "task_mean", "batch_mean")
+# method.filter: which consistency terms count (SPEC "Eq. 5–6", Tab. 8 revised) → tctseg.losses.consistency
+CONSISTENCY_FILTERS = ("iou", "confidence")
 # method.empty_classes: what a class absent from both heads' masks in a sample does (SPEC "Eq. 5–6")
 EMPTY_RULES = ("keep", "drop", "as_one")
 # method.weighting → tctseg.methods.tct.TCTMethod

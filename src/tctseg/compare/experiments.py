@@ -58,8 +58,8 @@ ABLATIONS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
     ("Tab. 7", "threshold_median", "threshold: median", {"threshold": "median"}),
     ("Tab. 7", "empty_as_one", "absent = IoU 1, previous rule", {"empty_classes": "as_one"}),
     ("Tab. 7", "empty_drop", "absent terms dropped", {"empty_classes": "drop"}),
-    ("Tab. 8", "iou_filter", "IoU filter", {"confidence_filter": False}),
-    ("Tab. 8", "confidence_filter", "confidence filter", {"confidence_filter": True}),
+    ("Tab. 8", "iou_filter", "IoU filter", {"filter": "iou"}),
+    ("Tab. 8", "confidence_filter", "confidence filter instead of IoU", {"filter": "confidence"}),
     ("Tab. 9", "uwl", "UWL", {"weighting": "uwl"}),
     ("Tab. 9", "uauwl", "UAUWL", {"weighting": "uauwl"}),
 )
@@ -347,7 +347,7 @@ class Comparison:
             notes=[
                 f"Each row changes one switch of the config's TCT (consistency {own.consistency}, threshold "
                 f"{own.threshold}, absent classes {own.empty_classes}, "
-                f"{'confidence' if own.confidence_filter else 'IoU'} filter, weighting "
+                f"{own.filter if own.filter != 'iou' else 'IoU'} filter, weighting "
                 f"{own.weighting}); a row equal to the config is marked (config) and is the main table's TCT run.",
                 "DSC in %, HD95 in mm; mean ± sd over seeds.",
             ],

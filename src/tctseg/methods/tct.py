@@ -6,7 +6,8 @@ task consistency ``L_con`` (Eq. 5–6) and ``w(t) = λ_max·sigmoid_rampup(epoch
 
 Ablation switches (``config.method``): ``consistency`` on/off (Tab. 5); ``threshold``
 median / task_mean / batch_mean / float / null (Tab. 7) and ``empty_classes`` keep / drop /
-as_one (what absent classes do in the filter); ``confidence_filter`` (Tab. 8);
+as_one (what absent classes do in the filter); ``filter`` iou / confidence (Tab. 8: the
+entropy-confidence strategy instead of the IoU filter);
 ``weighting`` uauwl / uwl / fixed (Tab. 9); ``lambda_max`` and ``rampup_fraction``;
 ``detach_aux``.
 """
@@ -41,7 +42,8 @@ class TCTMethod(Method):
         consistency: bool = True,
         threshold: str | float | None = "median",
         empty: str = "keep",
-        confidence_threshold: float | None = None,
+        filter: str = "iou",
+        confidence_threshold: float = 0.5,
         weighting: str = "uauwl",
         lambda_max: float = 1.0,
         rampup_epochs: float = 80.0,
@@ -57,6 +59,7 @@ class TCTMethod(Method):
         self.threshold = threshold
         self.empty = empty
         self.class_names = list(class_names) if class_names is not None else [str(j) for j in range(1, num_classes + 1)]
+        self.filter = filter
         self.confidence_threshold = confidence_threshold
         self.weighting = weighting
         self.lambda_max = lambda_max
@@ -74,7 +77,8 @@ class TCTMethod(Method):
             consistency=m.consistency,
             threshold=m.threshold,
             empty=m.empty_classes,
-            confidence_threshold=m.confidence_threshold if m.confidence_filter else None,
+            filter=m.filter,
+            confidence_threshold=m.confidence_threshold,
             weighting=m.weighting,
             lambda_max=m.lambda_max,
             rampup_epochs=m.rampup_fraction * config.train.epochs,
@@ -111,13 +115,24 @@ class TCTMethod(Method):
         if self.consistency:
             weight = self.consistency_weight(epoch)
             con = consistency_terms(
-                main_probs, aux_probs, self.threshold, self.detach_aux, self.confidence_threshold, self.empty
+                main_probs,
+                aux_probs,
+                self.threshold,
+                self.detach_aux,
+                self.empty,
+                filter=self.filter,
+                confidence_threshold=self.confidence_threshold,
             )
             loss_con = con.loss
             total = total + weight * loss_con
             parts["consistency"] = loss_con.detach()
             parts["w"] = torch.tensor(weight, device=loss_con.device)
             parts["kept_fraction"] = con.keep.float().mean()
+            if con.confident is not None:
+                # the confidence filter's own kept fraction: of the voxels, per class
+                for j, name in enumerate(self.class_names):
+                    parts[f"filter_confident_{name}:num"] = con.confident[:, j].sum()
+                    parts[f"filter_confident_{name}:den"] = torch.tensor(float(con.confident.shape[0]), device=con.confident.device)
             parts.update(filter_statistics(con, self.class_names))
         return LossOutput(total, parts)
 
