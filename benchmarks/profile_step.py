@@ -45,14 +45,14 @@ def cpu_isa() -> str:
     return " ".join(f for f in wanted if f in flags) or "no AVX2"
 
 
-def chaos_config(method: str, width: int, patch=(96, 96, 32), batch: int = 2):
+def chaos_config(method: str, width: int, patch=(96, 96, 32), batch: int = 2, norm: str = "instance"):
     from tctseg.config import config_from_dict
 
     return config_from_dict(
         {
             "classes": CLASSES,
             "datasets": [{"name": "bench", "format": "nnunet", "path": "unused"}],
-            "network": {"width": width, "depth": 5, "norm": "instance", "channels_last": True},
+            "network": {"width": width, "depth": 5, "norm": norm, "channels_last": True},
             "method": {"name": method},
             "train": {"batch_size": batch, "patch_size": list(patch), "epochs": 16, "optimizer": "adam", "lr": 1e-3},
         }
@@ -73,11 +73,11 @@ def partial_batch(patch, batch: int, n: int, seed: int = 0) -> dict[str, torch.T
     return {"image": image.contiguous(memory_format=torch.channels_last_3d), "labels": labels, "annotated": annotated}
 
 
-def build_step(method_name: str, width: int, patch, batch: int):
+def build_step(method_name: str, width: int, patch, batch: int, norm: str = "instance"):
     from tctseg.methods import build_method
     from tctseg.training.trainer import build_optimizer
 
-    config = chaos_config(method_name, width, patch, batch)
+    config = chaos_config(method_name, width, patch, batch, norm)
     torch.manual_seed(0)
     method = build_method(config).to(memory_format=torch.channels_last_3d)
     method.train()
@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", default="tct,tal")
     p.add_argument("--patch", default="96,96,32")
     p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--norm", default="instance", help="network.norm (the CHAOS recipe: instance; make bench: batch)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--top", type=int, default=20)
@@ -158,14 +159,14 @@ def main(argv: list[str] | None = None) -> int:
                "peak_gflops": peak, "steps": []}
     for width in (int(w) for w in args.widths.split(",")):
         for name in args.methods.split(","):
-            method, data, step = build_step(name, width, patch, args.batch)
+            method, data, step = build_step(name, width, patch, args.batch, args.norm)
             flops = count_flops(method, data)
             times = time_step(step, args.warmup, args.repeats)
             med = statistics.median(times)
-            row = {"method": name, "width": width, "step_s": med, "times": times, "gflop": flops / 1e9,
+            row = {"method": name, "width": width, "norm": args.norm, "step_s": med, "times": times, "gflop": flops / 1e9,
                    "gflops_per_s": flops / med / 1e9, "of_peak": flops / med / 1e9 / peak}
             results["steps"].append(row)
-            print(f"\n== {name} width {width}: step {med:.3f} s (min {min(times):.3f}), {flops / 1e9:.1f} GFLOP "
+            print(f"\n== {name} width {width} ({args.norm} norm): step {med:.3f} s (min {min(times):.3f}), {flops / 1e9:.1f} GFLOP "
                   f"(conv+matmul, fwd+bwd), {row['gflops_per_s']:.1f} GFLOP/s = {100 * row['of_peak']:.0f} % of peak")
             if not args.no_profile:
                 print(profile_table(step, args.top))
