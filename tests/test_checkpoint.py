@@ -9,6 +9,7 @@ import pytest
 import torch
 from _training_data import memory_cases, tiny_config, use_sampler
 
+from tctseg.cli import main
 from tctseg.config import config_from_dict
 from tctseg.errors import CheckpointError
 from tctseg.training import Trainer, check_compatible, load_checkpoint, load_method_from_checkpoint, save_checkpoint
@@ -106,3 +107,108 @@ def test_check_compatible_names_what_differs(trained_run):
         check_compatible(state, other_spacing)
     # the number of preprocessing workers does not change the data
     check_compatible(state, config_from_dict(state["config"], ["preprocessing.workers=7"]))
+
+
+# --------------------------------------------------------------------------- fields of the wrong type (issue 31, item 5)
+
+WRONG_TYPES = [
+    ("classes", 5, "field 'classes' is an int (5), expected a list of class names"),
+    ("classes", ["liver", 2], "field 'classes' is a list (['liver', 2]), expected a list of class names"),
+    ("preprocessing", "abc", "field 'preprocessing' is a string ('abc'), expected a dict of preprocessing settings"),
+    ("model", [1, 2, 3], "field 'model' is a list ([1, 2, 3]), expected a dict of tensors (the method's state dict)"),
+    ("model", {"conv.weight": [1.0]}, "field 'model' holds 'conv.weight': a list ([1.0]), expected a dict of tensors"),
+    ("config", "x", "field 'config' is a string ('x'), expected a dict (the run's config)"),
+    ("epoch", "3", "field 'epoch' is a string ('3'), expected a number of epochs (an int >= 0)"),
+    ("epoch", -1, "field 'epoch' is an int (-1), expected a number of epochs (an int >= 0)"),
+    ("method", 3, "field 'method' is an int (3), expected a method name"),
+    ("optimizer", [1], "field 'optimizer' is a list ([1]), expected an optimizer state dict (state and param_groups)"),
+    ("rng", 5, "field 'rng' is an int (5), expected a dict of random number generator states"),
+    ("best_metric", "0.9", "field 'best_metric' is a string ('0.9'), expected a number or None"),
+    ("history", list(range(20)), "field 'history' is a list of 20 items, expected a list of per-epoch dicts"),
+]
+
+
+@pytest.mark.parametrize("field, value, expected", WRONG_TYPES, ids=[f"{f}={v!r}"[:30] for f, v, _ in WRONG_TYPES])
+def test_a_checkpoint_field_of_the_wrong_type_is_one_line_naming_the_file_and_field(tmp_path, trained_run, field, value,
+                                                                                    expected):
+    state = torch.load(trained_run[0] / "checkpoint_last.pt", weights_only=True)
+    path = tmp_path / "edited.pt"
+    torch.save({**state, field: value}, path)
+    with pytest.raises(CheckpointError) as error:
+        load_method_from_checkpoint(path)  # predict's and PFL's way in; resume and fine-tuning use load_checkpoint
+    assert str(error.value).startswith(f"{path}: {expected}") and "\n" not in str(error.value)
+
+
+def test_wrong_types_are_refused_by_predict_and_train_resume_with_one_line(tmp_path, trained_run, capsys):
+    state = torch.load(trained_run[0] / "checkpoint_last.pt", weights_only=True)
+    edited = tmp_path / "model.pt"
+    torch.save({**state, "classes": 5}, edited)
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    assert main(["predict", str(edited), str(scans), str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"tctseg predict: error: {edited}: field 'classes' is an int (5), expected a list of class names"
+
+    # a resumed run: the damaged checkpoint is named before anything is rewritten
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save({**state, "preprocessing": "abc"}, run / "checkpoint_last.pt")
+    with pytest.raises(CheckpointError, match=r"checkpoint_last.pt: field 'preprocessing' is a string \('abc'\)"):
+        Trainer(tiny_config("tct", epochs=2), run, resume=True, device="cpu", train_cases=memory_cases()[0],
+                val_cases=[], progress=False)
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint_last.pt"]
+
+
+def test_a_damaged_rng_or_optimizer_state_is_one_line_on_resume(tmp_path, trained_run):
+    state = torch.load(trained_run[0] / "checkpoint_last.pt", weights_only=True)
+    run = tmp_path / "run"
+    run.mkdir()
+    kwargs = dict(resume=True, device="cpu", train_cases=memory_cases()[0], val_cases=[], progress=False)
+    for damage, expected in ((dict(rng={"torch": 5}), r"AttributeError: 'int' object has no attribute 'cpu'"),
+                             (dict(rng={}), r"KeyError: 'torch'"),
+                             (dict(optimizer={"state": {}, "param_groups": [{}]}), r"KeyError: 'params'")):
+        torch.save({**state, **damage}, run / "checkpoint_last.pt")
+        with pytest.raises(CheckpointError, match=r"checkpoint_last.pt: cannot resume from it \(" + expected):
+            Trainer(tiny_config("tct", epochs=2), run, **kwargs)
+
+
+# --------------------------------------------------------------------------- weights of another size (issue 31, smaller)
+
+
+def test_a_width_mismatch_names_the_tensor_its_two_shapes_and_the_setting(tmp_path, trained_run):
+    out, _ = trained_run
+    state = torch.load(out / "checkpoint_last.pt", weights_only=True)
+    first = "network.backbone.encoder.0.0.weight"
+    assert list(state["model"][first].shape) == [4, 1, 3, 3, 3]
+    # resuming (or fine-tuning from) a width-4 run with network.width=8: torch said only "Error(s) in loading state_dict"
+    run = tmp_path / "run"
+    run.mkdir()
+    torch.save(state, run / "checkpoint_last.pt")
+    wider = config_from_dict(state["config"], ["network.width=8"])
+    kwargs = dict(device="cpu", train_cases=memory_cases()[0], val_cases=[], progress=False)
+    expected = (rf"checkpoint_last.pt: weights do not fit method 'tct': {first} is \[4, 1, 3, 3, 3\] in the checkpoint, "
+                r"\[8, 1, 3, 3, 3\] in the model \(and \d+ more tensor\(s\)\) "
+                r"\(the checkpoint was trained with network.width 4, the config has 8\)$")
+    with pytest.raises(CheckpointError, match=expected):
+        Trainer(wider, run, resume=True, **kwargs)
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint_last.pt"]  # config.yaml not rewritten
+    with pytest.raises(CheckpointError, match=expected.replace("checkpoint_last.pt", "init.pt")):
+        Trainer(wider, tmp_path / "fine_tuned", init_checkpoint=_copy(out / "checkpoint_last.pt", tmp_path / "init.pt"),
+                **kwargs)
+    # a stored config that no longer matches the stored weights (predict): the tensor is named
+    edited = tmp_path / "edited.pt"
+    torch.save({**state, "config": {**state["config"], "network": {**state["config"]["network"], "width": 8}}}, edited)
+    with pytest.raises(CheckpointError, match=rf"edited.pt: weights do not fit method 'tct': {first} is \[4, 1, 3, 3, 3\] "
+                                              r"in the checkpoint, \[8, 1, 3, 3, 3\] in the model"):
+        load_method_from_checkpoint(edited)
+    # tensors missing or left over are named too
+    fewer = tmp_path / "fewer.pt"
+    torch.save({**state, "model": {k: v for k, v in state["model"].items() if k != first}}, fewer)
+    with pytest.raises(CheckpointError, match=rf"fewer.pt: weights do not fit method 'tct': 1 tensor\(s\) missing from "
+                                              rf"the checkpoint \({first}\)$"):
+        load_method_from_checkpoint(fewer)
+
+
+def _copy(source, target):
+    target.write_bytes(source.read_bytes())
+    return target

@@ -12,7 +12,11 @@ Before ``torch.load`` sees a file, its first bytes must be torch's zip archive o
 (anything else is refused saying what it is: "a gzip-compressed NIfTI image"), and the
 archive's members must be sizes a checkpoint can have: torch stores them uncompressed, and
 the pickle holds only the small plain data (weights are separate members), so a compressed
-"zip bomb" is refused from its directory, before anything is decompressed.
+"zip bomb" is refused from its directory, before anything is decompressed. After loading,
+every field present must have its type (:func:`check_field_types`: ``classes`` a list of names,
+``model`` a dict of tensors, ...), or the file is refused naming the field; weights that do not
+fit a method are named tensor by tensor (:func:`load_weights`), never torch's bare
+"Error(s) in loading state_dict".
 """
 
 from __future__ import annotations
@@ -86,7 +90,68 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     missing = [k for k in ("model", "config", "classes", "epoch") if not isinstance(state, dict) or k not in state]
     if missing:
         raise CheckpointError(f"{path}: not a tctseg checkpoint (missing {', '.join(missing)})")
+    check_field_types(state, path)
     return state
+
+
+def _is_weights(value: Any) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+
+
+def _is_names(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# field → (is it acceptable, what it must be); a field in _REQUIRED_FIELDS must be present
+_FIELD_TYPES: dict[str, tuple[Any, str]] = {
+    "model": (_is_weights, "a dict of tensors (the method's state dict)"),
+    "config": (lambda v: isinstance(v, dict), "a dict (the run's config)"),
+    "classes": (_is_names, "a list of class names"),
+    "epoch": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0, "a number of epochs (an int >= 0)"),
+    "method": (lambda v: isinstance(v, str), "a method name"),
+    "preprocessing": (lambda v: v is None or isinstance(v, dict), "a dict of preprocessing settings"),
+    "optimizer": (lambda v: isinstance(v, dict) and isinstance(v.get("state"), dict)
+                  and isinstance(v.get("param_groups"), list) and all(isinstance(g, dict) for g in v["param_groups"]),
+                  "an optimizer state dict (state and param_groups)"),
+    "scheduler": (lambda v: v is None or isinstance(v, dict), "a dict"),
+    "scaler": (lambda v: v is None or isinstance(v, dict), "a gradient scaler state dict"),
+    "rng": (lambda v: isinstance(v, dict), "a dict of random number generator states"),
+    "best_metric": (lambda v: v is None or _is_number(v), "a number or None"),
+    "history": (lambda v: v is None or (isinstance(v, list) and all(isinstance(r, dict) for r in v)),
+                "a list of per-epoch dicts"),
+    "tctseg_version": (lambda v: isinstance(v, str), "a version string"),
+}
+
+
+def check_field_types(state: dict[str, Any], path: str | Path) -> None:
+    """Refuse (one-line CheckpointError naming ``path`` and the field) a checkpoint field of the
+    wrong type (``classes: 5``, ``preprocessing: "abc"``, ``model: [1, 2, 3]``), so that no
+    caller meets a TypeError later. Absent optional fields are the caller's to handle."""
+    for field, (acceptable, expected) in _FIELD_TYPES.items():
+        if field in state and not acceptable(state[field]):
+            value = state[field]
+            if field == "model" and isinstance(value, dict):
+                key, item = next((k, v) for k, v in value.items() if not (isinstance(k, str) and isinstance(v, torch.Tensor)))
+                raise CheckpointError(f"{path}: field 'model' holds {key!r}: {describe_value(item)}, expected {expected}")
+            raise CheckpointError(f"{path}: field {field!r} is {describe_value(value)}, expected {expected}")
+
+
+def describe_value(value: Any) -> str:
+    """``value`` in a message: its type and a short repr (``an int (5)``, ``a list ([1, 2, 3])``)."""
+    if isinstance(value, torch.Tensor):
+        return f"a tensor of shape {list(value.shape)}"
+    kind = {bool: "a bool", int: "an int", float: "a float", str: "a string", list: "a list", tuple: "a tuple",
+            dict: "a dict", type(None): "None"}.get(type(value), f"a {type(value).__name__}")
+    if value is None:
+        return kind
+    if isinstance(value, (list, tuple, dict)) and len(value) > 8:
+        return f"{kind} of {len(value)} items"
+    text = repr(value)
+    return f"{kind} ({text if len(text) <= 60 else text[:57] + '...'})"
 
 
 def check_checkpoint_file(path: Path) -> None:
@@ -158,8 +223,47 @@ def load_method_from_checkpoint(path: str | Path, device: str | torch.device = "
     recorded = {**state, "preprocessing": state.get("preprocessing") or preprocessing_settings(config)}
     check_compatible(recorded, config, path)
     method = build_method(config)
-    try:
-        method.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise CheckpointError(f"{path}: weights do not fit method {config.method.name!r} ({str(e).splitlines()[0]})") from None
+    load_weights(method, state["model"], path, config)
     return method.to(device).eval(), config
+
+
+def load_weights(method: torch.nn.Module, weights: dict[str, torch.Tensor], path: str | Path, config: Config,
+                 trained_with: dict[str, Any] | None = None) -> None:
+    """``method.load_state_dict(weights)``, or one CheckpointError line saying what does not fit:
+    the first tensor whose shape differs (its shape in the checkpoint and in the method built from
+    ``config``) or the missing and unexpected names, and the ``network`` settings in which
+    ``trained_with`` (the checkpoint's stored config) differs from ``config``."""
+    own = method.state_dict()
+    problems = []
+    differing = [(k, list(weights[k].shape), list(v.shape)) for k, v in own.items()
+                 if k in weights and tuple(weights[k].shape) != tuple(v.shape)]
+    if differing:
+        name, theirs, ours = differing[0]
+        more = f" (and {len(differing) - 1} more tensor(s))" if len(differing) > 1 else ""
+        problems.append(f"{name} is {theirs} in the checkpoint, {ours} in the model{more}")
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    for names, what in ((missing, "missing from the checkpoint"), (unexpected, "not in the model")):
+        if names:
+            problems.append(f"{len(names)} tensor(s) {what} ({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})")
+    if not problems:
+        try:
+            method.load_state_dict(weights)
+            return
+        except (RuntimeError, TypeError, ValueError) as e:
+            problems.append(_first_line(e))
+    settings = _network_differences(trained_with, config)
+    raise CheckpointError(
+        f"{path}: weights do not fit method {config.method.name!r}: {'; '.join(problems)}"
+        + (f" (the checkpoint was trained with {settings})" if settings else "")
+    )
+
+
+def _network_differences(trained_with: dict[str, Any] | None, config: Config) -> str:
+    """``network.width 8, the config has 4`` for every network setting that differs."""
+    stored = trained_with.get("network") if isinstance(trained_with, dict) else None
+    if not isinstance(stored, dict):
+        return ""
+    wanted = config.to_dict()["network"]
+    return "; ".join(f"network.{k} {stored[k]!r}, the config has {wanted[k]!r}"
+                     for k in wanted if k in stored and stored[k] != wanted[k])

@@ -30,7 +30,13 @@ from tctseg.devices import resolve_device
 from tctseg.settings import OPTIMIZERS, SCHEDULES
 from tctseg.methods import build_method
 from tctseg.training import distributed as dist_utils
-from tctseg.checkpoint import check_compatible, load_checkpoint, preprocessing_settings, save_checkpoint
+from tctseg.checkpoint import (
+    check_compatible,
+    load_checkpoint,
+    load_weights,
+    preprocessing_settings,
+    save_checkpoint,
+)
 from tctseg.training.logging import TrainingLogger, loss_part_columns
 from tctseg.training.seeding import capture_rng_state, rank_seed, restore_rng_state, seed_everything
 
@@ -108,6 +114,11 @@ def load_cases(config: Config, role: str) -> list[PreparedCase]:
     if not config.datasets_with_role(role):
         return []
     return load_prepared(config, role)
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def _plain_tensor(t: torch.Tensor) -> torch.Tensor:
@@ -204,27 +215,28 @@ class Trainer:
     # ------------------------------------------------------------------ set-up helpers
 
     def _load_initial_weights(self, path: Path) -> None:
-        try:
-            self.method.load_state_dict(load_checkpoint(path)["model"])
-        except RuntimeError as e:
-            raise CheckpointError(f"{path}: weights do not fit method {self.config.method.name!r} ({str(e).splitlines()[0]})") from None
+        initial = load_checkpoint(path)
+        load_weights(self.method, initial["model"], path, self.config, initial["config"])
 
     def _restore(self, checkpoint: dict[str, Any], path: Path) -> None:
+        # the weights first: a changed network setting is named with its old and new value
+        load_weights(self.method, checkpoint["model"], path, self.config, checkpoint["config"])
         try:
-            self.method.load_state_dict(checkpoint["model"])
+            if "optimizer" not in checkpoint:
+                raise KeyError("optimizer")
             self.optimizer.load_state_dict(checkpoint["optimizer"])
             if checkpoint.get("scaler"):
                 self.scaler.load_state_dict(checkpoint["scaler"])
             if "rng" not in checkpoint:
                 raise KeyError("rng")
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise CheckpointError(f"{path}: cannot resume from it ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+            if self.context.rank == 0:
+                restore_rng_state(checkpoint["rng"])
+        except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+            raise CheckpointError(f"{path}: cannot resume from it ({type(e).__name__}: {_first_line(e)})") from None
         self.start_epoch = int(checkpoint["epoch"])
         self.best_metric = checkpoint.get("best_metric")
         self.history = list(checkpoint.get("history") or [])
-        if self.context.rank == 0:
-            restore_rng_state(checkpoint["rng"])
-        else:
+        if self.context.rank != 0:
             # only rank 0's RNG state is stored; other ranks continue from a derived seed
             seed_everything(rank_seed(self.config.train.seed + self.start_epoch, self.context.rank))
 
