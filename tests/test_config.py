@@ -128,10 +128,10 @@ def test_chaos_configs_share_one_recipe(monkeypatch):
 
 
 def test_with_method_changes_the_method_and_nothing_else():
-    config = config_from_dict({**BASE, "method": {"name": "tct", "lambda_max": 0.5, "options": {"k": 1}}})
+    config = config_from_dict({**BASE, "method": {"name": "tct", "lambda_max": 0.5, "options": {"head_channels": 4}}})
     dodnet = config.with_method("dodnet")
     assert dodnet.method.name == "dodnet" and config.method.name == "tct"
-    assert dodnet.method.lambda_max == 0.5 and dodnet.method.options == {"k": 1}
+    assert dodnet.method.lambda_max == 0.5 and dodnet.method.options == {"head_channels": 4}
     assert dodnet.train == config.train and dodnet.classes == config.classes
     ablation = config.with_method("tct", threshold=None, consistency=False)
     assert (ablation.method.threshold, ablation.method.consistency) == (None, False)
@@ -147,3 +147,19 @@ def test_the_saved_confidence_filter_switch_of_earlier_runs_is_read_or_refused()
     with pytest.raises(ConfigError, match="method.filter"):
         config_from_dict({"classes": ["liver"], "datasets": [], "method": {"filter": "entropy"}})
     assert config_from_dict({"classes": ["liver"], "datasets": [], "method": {"filter": "confidence"}}).method.filter == "confidence"
+
+
+def test_an_unknown_method_option_is_refused_naming_it():
+    """issue 31: `exclusion_wieght: 5` was ignored in silence."""
+    with pytest.raises(ConfigError) as error:
+        config_from_dict({**BASE, "method": {"name": "me", "options": {"exclusion_wieght": 5}}})
+    message = str(error.value)
+    assert message.startswith("method.options.exclusion_wieght: unknown option (did you mean exclusion_weight?); "
+                              "method me reads: exclusion_weight; known to any method: blocks, "), message
+    with pytest.raises(ConfigError, match=r"^method.options.k: unknown option; method tct reads: none;"):
+        config_from_dict({**BASE, "method": {"options": {"k": 1}}})
+    with pytest.raises(ConfigError, match=r"^method.options.exclusion_wieght: unknown option"):
+        config_from_dict(BASE, ["method.options.exclusion_wieght=5"])
+    # one config may carry several methods' options (compare trains them all from it)
+    config = config_from_dict({**BASE, "method": {"name": "tct", "options": {"exclusion_weight": 1, "head_channels": 4}}})
+    assert config.with_method("me").method.options["exclusion_weight"] == 1

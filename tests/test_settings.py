@@ -141,3 +141,44 @@ def test_one_patch_rule_for_the_config_and_the_sampler(patch):
     with pytest.raises(ConfigError, match="train.patch_size: expected three positive integers"):
         PatchSampler([object()], 2, patch)  # the rule is checked before any case is looked at
     assert settings.check_patch_size("train.patch_size", [96, 96, 32]) == (96, 96, 32)
+
+
+def _option_keys_read_by(module) -> set[str]:
+    """The ``method.options`` keys a method module reads: ``options.get("key")``, ``option(options,
+    "key", ...)``, the fields of a ``read_options(Dataclass, ...)``, and the text-embedding keys."""
+    import dataclasses
+    import inspect
+    import re
+
+    from tctseg.methods import text_embeddings
+
+    source = inspect.getsource(module)
+    keys = set(re.findall(r'options\.get\("(\w+)"', source)) | set(re.findall(r'option\(options, "(\w+)"', source))
+    for name in re.findall(r"read_options\((\w+),", source):
+        keys |= {f.name for f in dataclasses.fields(getattr(module, name))}
+    if module is not text_embeddings and "text_embeddings_for(" in source:
+        keys |= _option_keys_read_by(text_embeddings)
+    return keys
+
+
+def test_every_method_lists_the_options_it_reads_and_reads_no_other():
+    """issue 31, item 13: the one list of method options the config checks is the methods' own."""
+    import sys
+
+    from tctseg.methods import available_methods, method_class
+
+    assert set(settings.METHOD_OPTIONS) == set(available_methods())
+    for name, listed in settings.METHOD_OPTIONS.items():
+        module = sys.modules[method_class(name).__module__]
+        assert set(listed) == _option_keys_read_by(module), name
+
+
+def test_build_method_refuses_an_unknown_option_also_past_the_configs_own_check():
+    from tctseg.methods import build_method
+
+    config = config_from_dict(BASE, ["method.name=me", "network.width=4", "network.depth=2"])
+    config.method.options = {"exclusion_wieght": 5}  # as a library user might
+    with pytest.raises(ConfigError, match=r"^method.options.exclusion_wieght: unknown option \(did you mean exclusion_weight\?\)"):
+        build_method(config)
+    config.method.options = {"exclusion_weight": 5}
+    assert build_method(config).exclusion_weight == 5

@@ -579,6 +579,7 @@ def _validate(config: Config) -> None:
     settings.check_choice("method.weighting", m.weighting, settings.WEIGHTINGS)
     if not 0.0 <= m.rampup_fraction <= 1.0:
         raise ConfigError(f"method.rampup_fraction: must be in [0, 1], got {m.rampup_fraction}")
+    settings.check_method_options(m.name, m.options)
     p = config.preprocessing
     if any(s < MIN_SPACING_MM for s in p.spacing):
         raise ConfigError(

@@ -11,7 +11,8 @@ no other.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+from collections.abc import Mapping, Sequence
 
 from tctseg.errors import ConfigError
 
@@ -38,6 +39,19 @@ CONSISTENCY_FILTERS = ("iou", "confidence")
 EMPTY_RULES = ("keep", "drop", "as_one")
 # method.weighting → tctseg.methods.tct.TCTMethod
 WEIGHTINGS = ("uauwl", "uwl", "fixed")
+# method.options: the keys each method reads (its module docstring says what they do) →
+# tctseg.methods (each method's from_config). A key no method reads is refused, naming it;
+# one config may carry several methods' options, since ``tctseg compare`` runs them all.
+METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
+    "tct": (),
+    "tal": (),
+    "pfl": (),
+    "me": ("exclusion_weight",),
+    "aal": ("focal_gamma", "entropy_weight", "empty_patch_entropy_weight"),
+    "dodnet": ("head_channels",),
+    "clip": ("head_channels", "text_embeddings", "text_model", "clip_embeddings", "text_template"),
+    "hermes": ("modalities", "modality", "modality_tokens", "modality_loss_weight", "blocks"),
+}
 
 
 def check_choice(key: str, value: object, allowed: Sequence[str]) -> None:
@@ -55,3 +69,22 @@ def check_patch_size(key: str, patch_size: Sequence[int]) -> tuple[int, int, int
     if len(patch) != 3 or min(patch) < 1 or any(p != q for p, q in zip(patch, patch_size)):
         raise ConfigError(f"{key}: expected three positive integers [X, Y, Z], got {list(patch_size)}")
     return patch  # type: ignore[return-value]
+
+
+def check_method_options(method: str, options: Mapping[object, object]) -> None:
+    """Refuse (ConfigError naming ``method.options.<key>``) a key of ``options`` that no method
+    in :data:`METHOD_OPTIONS` reads. A method this table does not list (one a user registered)
+    reads its own options: nothing is checked for it."""
+    if method not in METHOD_OPTIONS:
+        return
+    known = sorted({key for keys in METHOD_OPTIONS.values() for key in keys})
+    for key in options:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(str(key), known, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        own = ", ".join(METHOD_OPTIONS[method]) or "none"
+        raise ConfigError(
+            f"method.options.{key}: unknown option{hint}; method {method} reads: {own}; "
+            f"known to any method: {', '.join(known)}"
+        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tctseg.errors import ConfigError
+from tctseg.settings import check_method_options
 
 if TYPE_CHECKING:
     from tctseg.config import Config
@@ -34,5 +35,10 @@ def method_class(name: str) -> type[Method]:
 
 
 def build_method(config: Config) -> Method:
-    """Build the method named by ``config.method.name`` (with its network) from the config."""
-    return method_class(config.method.name).from_config(config)
+    """Build the method named by ``config.method.name`` (with its network) from the config.
+
+    A ``method.options`` key that no method reads (:data:`tctseg.settings.METHOD_OPTIONS`) is
+    a ConfigError naming it, also for a config changed after it was read."""
+    cls = method_class(config.method.name)
+    check_method_options(config.method.name, config.method.options)
+    return cls.from_config(config)
