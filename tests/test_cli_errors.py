@@ -173,6 +173,29 @@ def test_a_dicom_series_with_a_missing_slice_is_one_line_without_itk_warnings(tm
                           for line in failed), out.out
 
 
+@pytest.mark.parametrize("override, message", [
+    ("train.num_workers=-1", "train.num_workers: must be >= 0, got -1"),
+    ("train.weight_decay=-1", "train.weight_decay: must be >= 0, got -1.0"),
+    ("train.patch_size=[4096,4096,4096]", "train.patch_size [4096, 4096, 4096] × train.batch_size 1 × network.width 4 "
+                                          "(network.depth 3): a training step would need about 2.64e+04 GB"),
+    ("network.width=1000000", "network.width: must be in 1..512 (the paper's is 16), got 1000000"),
+    ("preprocessing.ct_clip=[1024,-1024]", "preprocessing.ct_clip: the low bound must be below the high one"),
+    ("preprocessing.mr_percentiles=[99.5,0.5]", "preprocessing.mr_percentiles: expected 0 <= low < high <= 100"),
+    ("method.options.exclusion_wieght=5", "method.options.exclusion_wieght: unknown option (did you mean exclusion_weight?)"),
+], ids=["num-workers", "weight-decay", "patch-memory", "width", "ct-clip", "mr-percentiles", "method-option"])
+def test_a_setting_out_of_range_is_one_line_before_anything_is_prepared_or_written(tmp_path, capsys, override, message):
+    """issue 31, items 7, 12, 13: each of these ran (or allocated 256 GiB after preparing the
+    cache, or made every voxel 1.0, or ignored the option); now `train` and `prepare` stop at once."""
+    config = write_run_config(tmp_path)
+    for argv in (["train", str(config), "--no-progress", "--device", "cpu"], ["prepare", str(config), "--quiet"]):
+        code = main([*argv, "--set", override])
+        captured = capsys.readouterr()
+        lines = [line for line in (captured.out + captured.err).splitlines() if line.strip()]
+        assert code == 2 and len(lines) == 1, captured.out + captured.err
+        assert lines[0].startswith(f"tctseg {argv[0]}: error: {config}: {message}"), lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "raw"]  # no cache, no run folder
+
+
 def test_the_installed_command_prints_no_traceback_unless_debug(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
     bad = tmp_path / "bad.yaml"

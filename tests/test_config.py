@@ -149,6 +149,71 @@ def test_the_saved_confidence_filter_switch_of_earlier_runs_is_read_or_refused()
     assert config_from_dict({"classes": ["liver"], "datasets": [], "method": {"filter": "confidence"}}).method.filter == "confidence"
 
 
+# --------------------------------------------------------------------------- ranges (issue 31, items 7, 12, 13)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.num_workers=-1", "train.num_workers: must be >= 0, got -1"),
+        ("train.weight_decay=-1", "train.weight_decay: must be >= 0, got -1.0"),
+        ("train.lr=0", "train.lr: must be > 0, got 0.0"),
+        ("train.epochs=0", "train.epochs: must be >= 1, got 0"),
+        ("train.iterations_per_epoch=0", "train.iterations_per_epoch: must be >= 1, got 0"),
+        ("train.batch_size=-2", "train.batch_size: must be >= 1, got -2"),
+        ("train.seed=-1", "train.seed: must be >= 0, got -1"),
+        ("train.max_nonfinite_steps=0", "train.max_nonfinite_steps: must be >= 1, got 0"),
+        ("network.width=0", "network.width: must be in 1..512 (the paper's is 16), got 0"),
+        ("network.width=1000000", "network.width: must be in 1..512 (the paper's is 16), got 1000000"),
+        ("network.depth=1", "network.depth: must be in 2..8 (the paper's is 5), got 1"),
+        ("network.depth=40", "network.depth: must be in 2..8 (the paper's is 5), got 40"),
+        ("method.lambda_max=-1", "method.lambda_max: must be >= 0, got -1.0"),
+        ("preprocessing.workers=-1", "preprocessing.workers: must be >= 0, got -1"),
+        ("inference.sw_batch_size=0", "inference.sw_batch_size: must be >= 1, got 0"),
+        # item 12: made every prepared voxel 1.0, NaN, or (MR) 0
+        ("preprocessing.ct_clip=[1024, -1024]",
+         "preprocessing.ct_clip: the low bound must be below the high one (e.g. [-1024, 1024] HU), got [1024.0, -1024.0]"),
+        ("preprocessing.ct_clip=[5, 5]", "preprocessing.ct_clip: the low bound must be below the high one"),
+        ("preprocessing.mr_percentiles=[99.5, 0.5]",
+         "preprocessing.mr_percentiles: expected 0 <= low < high <= 100 (e.g. [0.5, 99.5]), got [99.5, 0.5]"),
+        ("preprocessing.mr_percentiles=[50, 50]", "preprocessing.mr_percentiles: expected 0 <= low < high <= 100"),
+        ("preprocessing.mr_percentiles=[-1, 99]", "preprocessing.mr_percentiles: expected 0 <= low < high <= 100"),
+        ("preprocessing.mr_percentiles=[1, 101]", "preprocessing.mr_percentiles: expected 0 <= low < high <= 100"),
+    ],
+)
+def test_values_out_of_range_are_refused_naming_the_key(override, message):
+    with pytest.raises(ConfigError) as error:
+        config_from_dict(BASE, [override])
+    assert str(error.value).startswith(message), str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_a_training_step_too_large_for_any_machine_is_refused_before_anything_is_allocated():
+    """issue 31: patch [4096]*3 allocated 256 GiB after the cache was prepared; width 10^6 asked for 108 TB."""
+    from tctseg.config import MAX_TRAINING_MEMORY_GB, training_memory_gb, unet_parameters
+
+    with pytest.raises(ConfigError) as error:
+        config_from_dict(BASE, ["train.patch_size=[4096, 4096, 4096]"])
+    assert str(error.value) == (
+        "train.patch_size [4096, 4096, 4096] × train.batch_size 4 × network.width 16 (network.depth 5): a training "
+        "step would need about 4.22e+05 GB (float32 activations and parameters, estimated before anything is "
+        "allocated), more than the 512 GB tctseg allows; lower one of them (the paper's [192, 192, 64] × 4 × 16 "
+        "needs about 15 GB)"
+    )
+    with pytest.raises(ConfigError, match=r"^train.patch_size \[192, 192, 64\] × train.batch_size 256 × network.width 16 "):
+        config_from_dict(BASE, ["train.batch_size=256"])
+    with pytest.raises(ConfigError, match=r"× network.width 512 \(network.depth 8\): a training step would need about"):
+        config_from_dict(BASE, ["network.width=512", "network.depth=8", "train.patch_size=[16, 16, 16]", "train.batch_size=1"])
+    # the paper's setting (the defaults), the shipped CPU recipe and a wide net on a small patch are accepted
+    paper = config_from_dict(BASE)
+    assert (paper.network.width, paper.train.patch_size, paper.train.batch_size) == (16, (192, 192, 64), 4)
+    assert 14 < training_memory_gb((192, 192, 64), 4, 16, 5) < 16 < MAX_TRAINING_MEMORY_GB
+    config_from_dict(BASE, ["network.width=256", "train.patch_size=[96, 96, 32]", "train.batch_size=2"])
+    # the estimate pads the patch as the U-Net does, and counts the U-Net's weights (Tab. 6: 4.12 M at width 16)
+    assert training_memory_gb((190, 190, 60), 4, 16, 5) == training_memory_gb((192, 192, 64), 4, 16, 5)
+    assert unet_parameters(16, 5) == 4_119_984
+
+
 def test_an_unknown_method_option_is_refused_naming_it():
     """issue 31: `exclusion_wieght: 5` was ignored in silence."""
     with pytest.raises(ConfigError) as error:

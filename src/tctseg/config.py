@@ -13,7 +13,11 @@ is a YAML mapping whose sections mirror the dataclasses below::
 
 Unknown keys and ill-typed values raise :class:`~tctseg.errors.ConfigError` naming the key
 (``train.epochs: expected int, got 'five'``); so does a dataset or class name that is not a
-plain folder name (``datasets.0.name: dataset name '/data/kits19' is not a plain name ...``).
+plain folder name (``datasets.0.name: dataset name '/data/kits19' is not a plain name ...``),
+a value out of its range (``train.num_workers: must be >= 0, got -1``, a ``ct_clip`` whose low
+bound is not below its high one), a ``method.options`` key no method reads, and a
+``train.patch_size`` × ``batch_size`` × ``network.width`` whose training step is estimated
+(:func:`training_memory_gb`) above :data:`MAX_TRAINING_MEMORY_GB`.
 Strings may use ``${VAR}`` or ``${VAR:-default}`` to read environment variables (e.g. where
 the shared data lives); an unset ``${VAR}`` without a default is an error naming the variable.
 
@@ -53,6 +57,17 @@ MIN_SPACING_MM = 0.01
 # a dataset's name and a class name become folder names (the cache's <dataset>/, PFL's
 # stage1/<class>/, predictions/<dataset>/): a plain name, never a path
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# network.width and network.depth: the paper's net is 16 and 5 (Tab. 6); far beyond these the
+# U-Net's parameters alone exceed any machine (width 10^6 at depth 5: 1.6·10^16 parameters)
+MAX_NETWORK_WIDTH = 512
+MAX_NETWORK_DEPTH = 8
+# training_memory_gb: float32 bytes autograd keeps per voxel of a patch per width channel
+# (measured with torch's saved-tensor hooks: TCT, TAL and ME 71–100 at widths 4–16, depth 3–5)
+ACTIVATION_BYTES_PER_VOXEL_CHANNEL = 96
+# a training step estimated above this is refused when the config is read, before the cache is
+# prepared or anything allocated; twice the largest single accelerator (256 GB), as AMP halves
+# the activations. The paper's setting (patch 192×192×64, batch 4, width 16) is about 15 GB.
+MAX_TRAINING_MEMORY_GB = 512
 
 
 @dataclass
@@ -553,12 +568,17 @@ def _validate(config: Config) -> None:
         if d.sampling_weight <= 0:
             raise ConfigError(f"{key}.sampling_weight: must be > 0, got {d.sampling_weight}")
     t = config.train
-    for name in ("epochs", "iterations_per_epoch", "batch_size", "val_every"):
+    for name in ("epochs", "iterations_per_epoch", "batch_size", "val_every", "max_nonfinite_steps"):
         if getattr(t, name) < 1:
             raise ConfigError(f"train.{name}: must be >= 1, got {getattr(t, name)}")
+    for name in ("num_workers", "seed"):
+        if getattr(t, name) < 0:
+            raise ConfigError(f"train.{name}: must be >= 0, got {getattr(t, name)}")
     settings.check_patch_size("train.patch_size", t.patch_size)
     if t.lr <= 0:
         raise ConfigError(f"train.lr: must be > 0, got {t.lr}")
+    if t.weight_decay < 0:
+        raise ConfigError(f"train.weight_decay: must be >= 0, got {t.weight_decay}")
     settings.check_choice("train.amp", t.amp, settings.AMP_MODES)
     settings.check_choice("train.schedule", t.schedule, settings.SCHEDULES)
     settings.check_choice("train.optimizer", t.optimizer, settings.OPTIMIZERS)
@@ -566,9 +586,12 @@ def _validate(config: Config) -> None:
     if not 0.0 <= t.foreground_fraction <= 1.0:
         raise ConfigError(f"train.foreground_fraction: must be in [0, 1], got {t.foreground_fraction}")
     n = config.network
-    if n.width < 1 or n.depth < 2:
-        raise ConfigError(f"network: width must be >= 1 and depth >= 2, got {n.width}, {n.depth}")
+    if not 1 <= n.width <= MAX_NETWORK_WIDTH:
+        raise ConfigError(f"network.width: must be in 1..{MAX_NETWORK_WIDTH} (the paper's is 16), got {n.width}")
+    if not 2 <= n.depth <= MAX_NETWORK_DEPTH:
+        raise ConfigError(f"network.depth: must be in 2..{MAX_NETWORK_DEPTH} (the paper's is 5), got {n.depth}")
     settings.check_choice("network.norm", n.norm, settings.NORMS)
+    _check_training_memory(t, n)
     m = config.method
     if isinstance(m.threshold, str) and m.threshold not in settings.THRESHOLDS:
         raise ConfigError(f"method.threshold: {m.threshold!r} is not {', '.join(settings.THRESHOLDS)}, a number or null")
@@ -579,14 +602,77 @@ def _validate(config: Config) -> None:
     settings.check_choice("method.weighting", m.weighting, settings.WEIGHTINGS)
     if not 0.0 <= m.rampup_fraction <= 1.0:
         raise ConfigError(f"method.rampup_fraction: must be in [0, 1], got {m.rampup_fraction}")
+    if m.lambda_max < 0:
+        raise ConfigError(f"method.lambda_max: must be >= 0, got {m.lambda_max}")
     settings.check_method_options(m.name, m.options)
     p = config.preprocessing
     if any(s < MIN_SPACING_MM for s in p.spacing):
         raise ConfigError(
             f"preprocessing.spacing: every spacing must be at least {MIN_SPACING_MM} mm, got {list(p.spacing)}"
         )
+    if not p.ct_clip[0] < p.ct_clip[1]:
+        raise ConfigError(
+            f"preprocessing.ct_clip: the low bound must be below the high one (e.g. [-1024, 1024] HU), "
+            f"got {list(p.ct_clip)}"
+        )
+    if not 0.0 <= p.mr_percentiles[0] < p.mr_percentiles[1] <= 100.0:
+        raise ConfigError(
+            f"preprocessing.mr_percentiles: expected 0 <= low < high <= 100 (e.g. [0.5, 99.5]), "
+            f"got {list(p.mr_percentiles)}"
+        )
+    if p.workers < 0:
+        raise ConfigError(f"preprocessing.workers: must be >= 0, got {p.workers}")
     if not 0.0 <= config.inference.overlap < 1.0:
         raise ConfigError(f"inference.overlap: must be in [0, 1), got {config.inference.overlap}")
+    if config.inference.sw_batch_size < 1:
+        raise ConfigError(f"inference.sw_batch_size: must be >= 1, got {config.inference.sw_batch_size}")
+
+
+def unet_parameters(width: int, depth: int) -> int:
+    """The convolution weights of the shared 3D U-Net (:class:`tctseg.network.UNet3D`) of this
+    width and depth, without biases, norms or heads (4.12 M of the 4.13 M at width 16, depth 5)."""
+    skips = [width * 2**s for s in range(depth - 1)]
+    total, channels = 0, 1
+    for s, out in enumerate(skips):
+        mid = width if s == 0 else channels
+        total += 27 * (channels * mid + mid * out)
+        channels = out
+    total += 27 * (channels * channels + channels * 2 * channels)  # the bottleneck doubles
+    channels *= 2
+    for skip in reversed(skips):
+        total += 27 * ((channels + skip) * skip + skip * skip)
+        channels = skip
+    return total
+
+
+def training_memory_gb(patch_size: tuple[int, int, int], batch_size: int, width: int, depth: int) -> float:
+    """Estimated memory (GB) of one training step, worked out from the settings alone:
+    float32 activations (:data:`ACTIVATION_BYTES_PER_VOXEL_CHANNEL` per voxel of the patch,
+    padded as the U-Net pads it to a multiple of 2^(depth−1), per width channel, per sample)
+    plus 16 bytes per U-Net parameter (weight, gradient, Adam's two moments). It counts what
+    autograd keeps for the backward pass (measured for TCT, TAL and ME), not the backward's
+    transient buffers; AMP keeps less, the task-prompted DoDNet and Hermes up to a third more."""
+    divisor = 2 ** (depth - 1)
+    voxels = math.prod(-(-int(p) // divisor) * divisor for p in patch_size)
+    activations = int(batch_size) * voxels * int(width) * ACTIVATION_BYTES_PER_VOXEL_CHANNEL  # exact, any size
+    try:
+        return (activations + 16 * unet_parameters(width, depth)) / 1e9
+    except OverflowError:  # a patch or batch of 10^300
+        return math.inf
+
+
+def _check_training_memory(t: TrainConfig, n: NetworkConfig) -> None:
+    gb = training_memory_gb(t.patch_size, t.batch_size, n.width, n.depth)
+    if gb <= MAX_TRAINING_MEMORY_GB:
+        return
+    paper = training_memory_gb((192, 192, 64), 4, 16, 5)
+    size = f"about {gb:.3g} GB" if math.isfinite(gb) else "more than 1e+300 GB"
+    raise ConfigError(
+        f"train.patch_size {_show(list(t.patch_size))} × train.batch_size {_show(t.batch_size)} × network.width "
+        f"{n.width} (network.depth {n.depth}): a training step would need {size} (float32 activations and "
+        f"parameters, estimated before anything is allocated), more than the {MAX_TRAINING_MEMORY_GB} GB tctseg "
+        f"allows; lower one of them (the paper's [192, 192, 64] × 4 × 16 needs about {paper:.0f} GB)"
+    )
 
 
 def _type_name(hint: Any) -> str:
