@@ -164,3 +164,55 @@ def test_real_chaos_cases_through_the_command_line(tmp_path, capsys):
     assert np.allclose(spacing[:2], 1.0) and abs(spacing[2] - 3.0) < 0.05
     assert set(np.unique(case.label)) == {0, 1, 2, 3, 4}
     assert main(["prepare", str(config_path), "--datasets", "nope", "--quiet"]) == 2
+
+
+def test_a_constant_scan_is_a_per_case_error_naming_it_and_the_others_are_prepared(tmp_path):
+    """issue 31, item 12: a scan that intensity scaling turns into one value is never trained on in silence."""
+    root = make_liver_task(tmp_path / "Task03_Liver", n=3)
+    write(root / "imagesTr" / "liver_1.nii.gz", np.full((16, 12, 6), -1000, np.int16), np.diag([-1.5, -1.5, 4.0, 1.0]))
+    config = make_config(tmp_path, [{"name": "lits", "format": "msd", "path": str(root)}], spacing=[3.0, 3.0, 4.0])
+    with pytest.raises(DataError) as error:
+        prepare(config, workers=1, progress=False)
+    message = str(error.value)
+    assert "1 of 3 cases could not be prepared" in message
+    failed = [line.strip() for line in message.splitlines()[1:]]
+    assert failed == [
+        f"lits/liver_1: {root / 'imagesTr' / 'liver_1.nii.gz'}: the prepared image is constant (every voxel 0.0117188 "
+        "after intensity scaling: CT, preprocessing.ct_clip [-1024.0, 1024.0], the scan's values -1000 to -1000); "
+        "there is nothing to learn from it — check the setting, or leave the case out (exclude_cases)"
+    ]
+    assert sorted(p.name for p in (cache_root(config) / "lits").iterdir()) == ["liver_0", "liver_2"]
+
+
+@pytest.mark.parametrize("ct_clip, what", [((5.0, 5.0), "1152 of 1152 voxels are NaN or infinite after intensity scaling"),
+                                           ((1024.0, -1024.0), "the prepared image is constant (every voxel 1 ")])
+def test_prepare_case_refuses_a_clip_the_config_would_refuse_before_writing_anything(tmp_path, ct_clip, what):
+    """Past the config's own check (a PreprocessingConfig built directly): [5, 5] made every
+    voxel NaN with only a numpy warning, [1024, -1024] made every voxel 1.0; both exit 0."""
+    from tctseg.config import PreprocessingConfig
+    from tctseg.data.conversion import find_cases
+    from tctseg.preprocessing.cache import prepare_case, settings_of
+
+    root = make_liver_task(tmp_path / "Task03_Liver", n=1)
+    config = make_config(tmp_path, [{"name": "lits", "format": "msd", "path": str(root)}])
+    (case,) = find_cases(config.datasets[0], CLASSES)
+    settings = settings_of(PreprocessingConfig(spacing=(3.0, 3.0, 4.0), ct_clip=ct_clip))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        with pytest.raises(DataError) as error:
+            prepare_case(case, tmp_path / "cache" / "liver_0", settings, CLASSES)
+    assert str(error.value).startswith(f"{root / 'imagesTr' / 'liver_0.nii.gz'}: {what}"), str(error.value)
+    assert f"preprocessing.ct_clip {list(ct_clip)}" in str(error.value)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_flat_mr_scan_is_refused_as_constant():
+    from tctseg.preprocessing.cache import check_normalised
+    from tctseg.preprocessing.intensity import normalise_mr
+
+    flat = np.full((4, 4, 4), 7.0, np.float32)
+    settings = {"ct_clip": [-1024.0, 1024.0], "mr_percentiles": [0.5, 99.5]}
+    with pytest.raises(DataError, match=r"^scan.nii.gz: the prepared image is constant \(every voxel 0 after intensity "
+                                        r"scaling: MR, preprocessing.mr_percentiles \[0.5, 99.5\], the scan's values 7 to 7\)"):
+        check_normalised(normalise_mr(flat, (0.5, 99.5)), flat, "MR", settings, Path("scan.nii.gz"))
+    varied = np.arange(64, dtype=np.float32).reshape(4, 4, 4)
+    check_normalised(normalise_mr(varied, (0.5, 99.5)), varied, "MR", settings, Path("scan.nii.gz"))
