@@ -214,3 +214,23 @@ def test_ground_truth_mapping_and_the_converters_share_one_relabel():
     assert relabel(np.array([True, False]), {0: 0, 1: 2}).tolist() == [2, 0]
     with pytest.raises(LabelError, match=r"gt.nii.gz: holds label 5, but the label map defines only \[0, 3, 7, 9\]"):
         to_global_ids(labels + 2 * (labels == 3), classes, {3: "liver", 7: "ignore", 9: "kidney"}, "gt.nii.gz")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--classes", "liver,liver"], "--classes: 'liver' is given twice in 'liver,liver'; give each class once"),
+    (["--classes", "liver,spleen", "--label-map", "1:liver,1:spleen"],
+     "--label-map: id 1 is given twice (1:liver and 1:spleen); give each id once"),
+    (["--classes", "liver,spleen", "--annotated", "spleen, spleen"], "--annotated: 'spleen' is given twice"),
+], ids=["classes", "label-map", "annotated"])
+def test_cli_refuses_a_class_or_label_id_given_twice(tmp_path, capsys, argv, message):
+    """issue 31, item 14: `--classes liver,liver` scored id 1 twice and id 2 never; `--label-map
+    1:liver,1:spleen` kept the last entry in silence."""
+    gt, pred = _volumes()
+    _save(tmp_path / "gt" / "c.nii.gz", gt)
+    _save(tmp_path / "pred" / "c.nii.gz", pred)
+    code = main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), *argv, "--out", str(tmp_path / "m"), "--no-progress"])
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1, captured.err
+    assert lines[0].startswith(f"tctseg evaluate: error: {message}"), lines[0]
+    assert not (tmp_path / "m").exists()

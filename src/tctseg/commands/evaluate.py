@@ -89,27 +89,37 @@ def parse_label_map(text: str) -> dict[int, str]:
         key, sep, name = item.partition(":")
         if not sep or not key.strip().lstrip("-").isdigit() or not name.strip():
             raise ConfigError(f"--label-map: {item!r} is not ID:CLASS (e.g. 1:spleen)")
+        if int(key) in out:  # the last would silently win
+            raise ConfigError(
+                f"--label-map: id {int(key)} is given twice ({int(key)}:{out[int(key)]} and {item}); give each id once"
+            )
         out[int(key)] = name.strip()
     if not out:
         raise ConfigError("--label-map: empty")
     return out
 
 
-def _split_names(text: str) -> list[str]:
-    return [n.strip() for n in text.split(",") if n.strip()]
+def _split_names(text: str, option: str) -> list[str]:
+    """``'liver, spleen'`` → ``['liver', 'spleen']``; a name given twice is a ConfigError naming ``option``
+    (``--classes liver,liver`` scored id 1 twice and id 2 never)."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise ConfigError(f"{option}: {name!r} is given twice in {text!r}; give each class once")
+    return names
 
 
 def _classes_and_map(args: argparse.Namespace) -> tuple[list[str], dict[int, str] | None, list[str] | None]:
     label_map = parse_label_map(args.label_map) if args.label_map else None
-    annotated = _split_names(args.annotated) if args.annotated else None
+    annotated = _split_names(args.annotated, "--annotated") if args.annotated else None
     if args.config is None:
         if not args.classes:
             raise ConfigError("give --classes (e.g. --classes liver,spleen) or --config CONFIG --dataset NAME")
-        return _split_names(args.classes), label_map, annotated
+        return _split_names(args.classes, "--classes"), label_map, annotated
     from tctseg.config import load_config
 
     config = load_config(args.config)
-    classes = _split_names(args.classes) if args.classes else list(config.classes)
+    classes = _split_names(args.classes, "--classes") if args.classes else list(config.classes)
     if not args.dataset:
         names = ", ".join(d.name for d in config.datasets)
         raise ConfigError(f"{args.config}: --dataset is needed with --config (one of: {names})")
