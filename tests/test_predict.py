@@ -338,6 +338,24 @@ def test_find_cases_expands_files_folders_and_dicom_series(tmp_path):
         find_cases(tmp_path)
 
 
+@needs_data
+def test_a_dicom_series_given_as_dot_or_dotdot_is_named_after_its_folder(tmp_path, monkeypatch):
+    """issue 31, item 16: `.` and `series/sub/..` got the case id "" and "..", and predict wrote
+    `o/.nii.gz`, which evaluate then ignored."""
+    import shutil
+
+    series = tmp_path / "series_7"
+    shutil.copytree(DICOM, series)
+    (series / "sub").mkdir()
+    monkeypatch.chdir(series)
+    assert [(c.case_id, c.image) for c in find_cases(".")] == [("series_7", Path("."))]
+    assert [c.case_id for c in find_cases("sub/..")] == ["series_7"]
+    assert [c.case_id for c in find_cases(tmp_path / "series_7" / "sub" / "..")] == ["series_7"]
+    results = predict_cases((IntensityAndEdge(), tiny_config()), ["."], tmp_path / "out", progress=False)
+    assert [(r.case_id, r.status) for r in results] == [("series_7", "written")]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["index.json", "series_7.nii.gz"]
+
+
 def test_training_modality_comes_from_the_training_datasets():
     def config(*datasets):
         return config_from_dict({"classes": ["liver"], "datasets": list(datasets)})

@@ -3,7 +3,8 @@
 
 INPUT is a NIfTI file, a folder of NIfTI files, a DICOM series folder, or a folder of DICOM
 series folders. A NIfTI case's id is its file name without ``.nii`` / ``.nii.gz`` and
-without an nnU-Net ``_0000`` channel suffix; a series folder's id is its name. Evaluation
+without an nnU-Net ``_0000`` channel suffix; a series folder's id is its name (of the folder
+it stands for: ``.`` inside ``series_7/`` is ``series_7``, never ``""`` or ``..``). Evaluation
 matches predictions to ground truths by the same id (:func:`case_id_of`).
 """
 
@@ -39,6 +40,8 @@ InputLike = Union[str, Path, PredictionInput, tuple]
 def case_id_of(path: Path) -> str:
     """Case id of a NIfTI file (suffix and nnU-Net ``_0000`` channel stripped) or a series folder (its name)."""
     name = path.name
+    if name in ("", ".", ".."):  # `.`, `series/sub/..`: the folder they stand for
+        name = path.resolve().name
     for suffix in NIFTI_SUFFIXES:
         if name.endswith(suffix):
             stem = name[: -len(suffix)]
@@ -92,7 +95,10 @@ def find_cases(path: str | Path) -> list[PredictionInput]:
             raise DataError(f"{path}: not a NIfTI file (.nii, .nii.gz); for DICOM give the series folder")
         return [PredictionInput(case_id_of(path), path)]
     if is_dicom_series_folder(path):
-        return [PredictionInput(path.name, path)]
+        case_id = case_id_of(path)
+        if not case_id:
+            raise DataError(f"{path}: a DICOM series folder needs a name (its case id and output file name)")
+        return [PredictionInput(case_id, path)]
     cases = [PredictionInput(case_id_of(p), p) for p in sorted(path.iterdir()) if is_nifti_file(p)]
     cases += [
         PredictionInput(p.name, p)
