@@ -5,14 +5,17 @@
 Every method trains on the same data, with the same budget and the same seeds
 (``train.seed + k`` for seed k), through ``experiment.run_method``. Tables:
 
-- ``main`` (Tab. 1/2): per-class DSC and HD95 per method on the test datasets;
+- ``main`` (Tab. 1/2): per-class DSC and HD95 per method on the test cases held out from the
+  training datasets (:mod:`tctseg.compare.testsets`; every test dataset where none is held
+  out); ``paired``, ``efficiency``, ``lowdata`` and ``ablation`` score the same sets;
 - ``paired``: the main runs' per-seed differences of the first method against each other
   method (mean DSC, per-class DSC, mean HD95), a paired t-test and an exact Wilcoxon test,
   and every run's wall time;
 - ``efficiency`` (Tab. 10): parameters at inference, training s/epoch, inference s/patch;
 - ``lowdata`` (Tab. 3): each training dataset cut to 20/50/100% of its cases;
 - ``ablation`` (Tab. 5, 7, 8, 9): TCT with one switch changed at a time;
-- ``generalisation`` (Tab. 11/12): the main runs per test dataset;
+- ``generalisation`` (Tab. 11/12): the main runs per test dataset, unseen (fully labeled
+  sets no training set reads) and held-out ones alike, each marked;
 - ``transfer`` (Tab. 4): fine-tuning each method's trained model on part of a fully labeled
   set against training from scratch, evaluated on its held-out part.
 
@@ -35,6 +38,7 @@ from tctseg.compare.paired import paired_differences
 from tctseg.compare.runs import RunBook
 from tctseg.compare.subsets import fraction_cases, split_half, with_training_fraction
 from tctseg.compare.tables import MISSING, CompareTable, budget_line, format_duration, mean_sd, plural, write_table
+from tctseg.compare.testsets import classify_test_sets, restrict
 from tctseg.config import Config, DatasetConfig
 from tctseg.errors import ConfigError
 from tctseg.experiment import TestCase, write_ground_truths
@@ -139,6 +143,7 @@ class Comparison:
         self.book = RunBook(output, device=device, progress=progress, overwrite=overwrite)
         self._cases: list[TestCase] | None = None
         self._main: dict[str, list[dict[str, Any]]] = {}
+        self.sets = classify_test_sets(config)
 
     # ------------------------------------------------------------------ shared pieces
 
@@ -152,12 +157,17 @@ class Comparison:
             self._cases = write_ground_truths(self.config, self.output)
         return self._cases
 
+    def run(self, table: str, variant: str, seed: int, config: Config, method: str) -> dict[str, Any]:
+        """One run on the config's test cases, scored on the main table's test sets
+        (``self.sets.main``; ``per_dataset`` keeps every test set's own scores)."""
+        result = self.book.run(table, variant, seed, config, method, self.test_cases)
+        return restrict(result, self.sets.main, self.config.classes) if self.sets.split else result
+
     def main_results(self, method: str) -> list[dict[str, Any]]:
         """One main-table run per seed of ``method``."""
         if method not in self._main:
             self._main[method] = [
-                self.book.run("main", method, k, seed_config(self.config, k), method, self.test_cases)
-                for k in range(self.seeds)
+                self.run("main", method, k, seed_config(self.config, k), method) for k in range(self.seeds)
             ]
         return self._main[method]
 
@@ -174,10 +184,11 @@ class Comparison:
     def main_table(self) -> CompareTable:
         classes = self.config.classes
         results = {m: self.main_results(m) for m in self.methods}
-        datasets = dict.fromkeys(c.dataset for c in self.test_cases)
+        datasets = [d for d in dict.fromkeys(c.dataset for c in self.test_cases) if d in self.sets.main]
         counts = ", ".join(f"{d} ({plural(sum(c.dataset == d for c in self.test_cases), 'case')})" for d in datasets)
         notes = [
             f"Test datasets: {counts}; each case is scored on the classes its dataset annotates.",
+            self.sets.describe(),
             "DSC in %, HD95 in mm; mean ± sd (sample sd) over seeds.",
         ]
         per_task = [m for m in results if method_class(m).task_prompted]
@@ -186,7 +197,8 @@ class Comparison:
                          "on its own mask σ > ½, overlaps allowed; the others on their argmax label maps.")
         return CompareTable(
             name="main",
-            title="Per-class DSC and HD95 on the test datasets (paper Tab. 1/2)",
+            title=("Per-class DSC and HD95 on the held-out test cases (paper Tab. 1/2)" if self.sets.held_out
+                   else "Per-class DSC and HD95 on the test datasets (paper Tab. 1/2)"),
             header=["method"] + metric_header(classes),
             rows=[[m] + metric_cells(r, classes) for m, r in results.items()],
             budget=self.budget(sum(_wall_time(r) for r in results.values())),
@@ -205,6 +217,7 @@ class Comparison:
         notes = [
             f"A − B per seed: A = {reference}, B = each other method, both trained with seed train.seed + k "
             "(same data order and initialisation seed). Δ DSC in percentage points, Δ HD95 in mm (negative: A closer).",
+            f"The main table's test sets: {', '.join(self.sets.main)}.",
             "Summary rows: mean ± sd of the differences over the seeds, the two-sided paired t-test p "
             "and the two-sided exact Wilcoxon signed-rank p (with 5 seeds its smallest possible value is 0.0625).",
         ]
@@ -308,7 +321,7 @@ class Comparison:
                 results = []
                 for k in range(self.seeds):
                     config = with_training_fraction(seed_config(self.config, k), train_ids, f)
-                    results.append(self.book.run("lowdata", f"{m}_{round(100 * f)}pct", k, config, m, self.test_cases))
+                    results.append(self.run("lowdata", f"{m}_{round(100 * f)}pct", k, config, m))
                 used += results
                 count = sum(len(fraction_cases(ids, f)) for ids in train_ids.values())
                 rows.append([m, f"{round(100 * f)}%", str(count)] + metric_cells(results, classes))
@@ -332,7 +345,7 @@ class Comparison:
         rows, used = [], []
         for paper_table, folder, label, switches in self.ablations:
             results = [
-                self.book.run("ablation", folder, k, tct_variant(seed_config(self.config, k), **switches), "tct", self.test_cases)
+                self.run("ablation", folder, k, tct_variant(seed_config(self.config, k), **switches), "tct")
                 for k in range(self.seeds)
             ]
             used += results
@@ -362,14 +375,21 @@ class Comparison:
             [d, "yes" if d in fully else "no", m] + metric_cells(r, classes, dataset=d)
             for d in datasets for m, r in results.items()
         ]
+        notes = [f"The main table's runs, scored per test dataset ({METRICS_STEM}.json per_dataset); "
+                 "– where a dataset does not annotate a class. DSC in %, HD95 in mm; mean ± sd over seeds."]
+        if self.sets.held_out:
+            notes.append(
+                f"Unseen (no training set reads their folders; paper Tab. 11/12): {', '.join(self.sets.unseen) or 'none'}. "
+                f"Held out from a training set (the main table's, paper Tab. 1; Fig. 5b's 'Upstream'): "
+                f"{', '.join(self.sets.held_out)}."
+            )
         return CompareTable(
             name="generalisation",
             title="Per test dataset, fully labeled sets separately (paper Tab. 11/12)",
             header=["test dataset", "fully labeled", "method"] + metric_header(classes),
             rows=rows,
             budget=self.budget(sum(_wall_time(r) for r in results.values())),
-            notes=[f"The main table's runs, scored per test dataset ({METRICS_STEM}.json per_dataset); "
-                   "– where a dataset does not annotate a class. DSC in %, HD95 in mm; mean ± sd over seeds."],
+            notes=notes,
         )
 
     def transfer_table(self) -> CompareTable:
