@@ -14,6 +14,7 @@ from _processes import kill_when
 from _training_data import memory_cases, tiny_config, use_sampler, write_run_config
 
 from tctseg.config import load_config
+from tctseg.errors import ConfigError
 from tctseg.training import Trainer, load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,3 +84,77 @@ def test_sigkill_mid_epoch_then_resume_reaches_the_uninterrupted_weights(tmp_pat
     finally:
         torch.set_num_threads(threads)
     _assert_same_weights(reference.method.state_dict(), load_checkpoint(run / "checkpoint_last.pt")["model"])
+
+
+# --------------------------------------------------------------------------- what a resume may change (issue 31, item 6)
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_resume_refuses_another_optimizer_weight_decay_or_fewer_epochs_before_anything_is_written(tmp_path, capsys,
+                                                                                                   one_thread):
+    """Adam's state loaded into SGD was a KeyError 'momentum' in the first step; a changed weight
+    decay was silently the old one; fewer epochs rewrote config.yaml. Each is one line naming the
+    old and the new value, refused before the cache is prepared and before config.yaml is written."""
+    import shutil
+
+    from tctseg.cli import main
+
+    config = write_run_config(tmp_path, epochs=2, iterations_per_epoch=1)
+    run = tmp_path / "run"
+    train = ["train", str(config), "--output", str(run), "--no-progress"]
+    assert main(train) == 0
+    capsys.readouterr()
+    shutil.rmtree(tmp_path / "cache")  # a refusal must come before the cache is prepared again
+    before = _hashes(run)
+    for change, expected in (
+        ("train.optimizer=sgd", f"train.optimizer: 'sgd', but the run in {run} was trained with 'adam' "
+                                "(checkpoint_last.pt holds its adam state); a resumed run keeps its optimizer: resume with "
+                                "train.optimizer=adam, or start a new run (another --output, or --overwrite)"),
+        ("train.weight_decay=0.01", f"train.weight_decay: 0.01, but the run in {run} was trained with 0.0; a resumed "
+                                    "run keeps its weight decay (its optimizer state holds it): resume with "
+                                    "train.weight_decay=0.0, or start a new run"),
+        ("train.epochs=1", f"train.epochs: 1, but the run in {run} has completed 2 epochs (checkpoint_last.pt); resume "
+                           "with train.epochs >= 2, or start a new run"),
+    ):
+        assert main([*train, "--resume", "--set", change]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"tctseg train: error: {expected}") and err.count("\n") == 1, err
+        assert _hashes(run) == before and not (tmp_path / "cache").exists()
+    # the same settings resume; more epochs continue where the run stopped
+    assert main([*train, "--resume", "--set", "train.epochs=3"]) == 0
+    assert _epochs_logged(run) == ["1", "2", "3"]
+    assert load_checkpoint(run / "checkpoint_last.pt")["config"]["train"]["epochs"] == 3
+
+    # a staged (PFL) run: every stage's checkpoint is checked, the stage named
+    staged = tmp_path / "staged"
+    (staged / "stage1" / "liver").mkdir(parents=True)
+    shutil.copy(run / "checkpoint_last.pt", staged / "stage1" / "liver" / "checkpoint_last.pt")
+    from tctseg.training.trainer import check_resume
+
+    with pytest.raises(ConfigError, match=rf"train.optimizer: 'sgd', but the run in {staged / 'stage1' / 'liver'} "
+                                          "was trained with 'adam'"):
+        check_resume(load_config(config, ["train.optimizer=sgd", "train.epochs=3"]), staged)
+
+
+def test_a_real_resume_with_sgd_is_one_line_not_a_keyerror_traceback(tmp_path):
+    config = write_run_config(tmp_path, epochs=1, iterations_per_epoch=1)
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    command = [sys.executable, "-m", "tctseg", "train", str(config), "--output", str(run), "--no-progress"]
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stdout + first.stderr
+    resumed = subprocess.run([*command, "--resume", "--set", "train.optimizer=sgd", "--set", "train.epochs=2"], env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 2 and "Traceback" not in resumed.stderr, resumed.stderr
+    assert resumed.stderr.strip().splitlines() == [
+        f"tctseg train: error: train.optimizer: 'sgd', but the run in {run} was trained with 'adam' (checkpoint_last.pt "
+        "holds its adam state); a resumed run keeps its optimizer: resume with train.optimizer=adam, or start a new run "
+        "(another --output, or --overwrite)"]
+    assert load_checkpoint(run / "checkpoint_last.pt")["epoch"] == 1
+

@@ -39,6 +39,12 @@ def run(args: argparse.Namespace) -> int:
                           f"available: {', '.join(available_methods())}")
     run_dir = args.output or Path(config.output_dir)
     check_config_is_kept(args.config, [ExperimentLayout(run_dir).method(m).root for m in methods])
+    if args.resume:
+        from tctseg.training.trainer import check_resume
+
+        # a changed optimizer or weight decay, or fewer epochs than a method has done: refused up front
+        for m in methods:
+            check_resume(config.with_method(m), ExperimentLayout(run_dir).method(m).root)
     device = resolve_device(args.device)
     results = run_experiment(config, methods, run_dir, resume=args.resume, overwrite=args.overwrite,
                              device=device, progress=not args.no_progress)

@@ -54,12 +54,15 @@ def run(args: argparse.Namespace) -> int:
         if context.is_main:
             from tctseg.locking import folder_lock
             from tctseg.outputs import ensure_writable
-            from tctseg.training.trainer import check_output_dir
+            from tctseg.training.trainer import check_output_dir, check_resume
 
             # an unusable run folder is reported before the cache is prepared, not after
             ensure_writable(output_dir, "the output folder")
             held.enter_context(folder_lock(output_dir, "training run"))  # one run per folder, until this exits
             check_output_dir(output_dir, args.resume, args.overwrite)
+            if args.resume:
+                # a changed optimizer or weight decay, or fewer epochs than done: refused before the cache is prepared
+                check_resume(config, output_dir)
         if args.prepare:
             # one process prepares the cache; the others wait, then read it
             if context.is_main:

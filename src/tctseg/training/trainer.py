@@ -98,6 +98,70 @@ def check_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> None:
         )
 
 
+def check_resumable(checkpoint: dict[str, Any], config: Config, path: Path) -> None:
+    """Refuse (ConfigError, one line with the old and the new value) resuming the run of
+    ``checkpoint`` under a config that changes its optimizer or weight decay, or asks for fewer
+    epochs than it has completed.
+
+    The optimizer's saved state belongs to the optimizer that wrote it (Adam's moments loaded
+    into SGD end in ``KeyError: 'momentum'``), and the saved param groups would silently keep
+    the old weight decay; fewer epochs would rewrite the run's config.yaml to a schedule the run
+    has already passed. A resumed run keeps these settings: the hint says how to start again.
+    """
+    trained = checkpoint["config"].get("train")
+    trained = trained if isinstance(trained, dict) else {}
+    t = config.train
+    again = "start a new run (another --output, or --overwrite)"
+    old_optimizer = trained.get("optimizer")
+    if old_optimizer is not None and old_optimizer != t.optimizer:
+        raise ConfigError(
+            f"train.optimizer: {t.optimizer!r}, but the run in {path.parent} was trained with {old_optimizer!r} "
+            f"({path.name} holds its {old_optimizer} state); a resumed run keeps its optimizer: resume with "
+            f"train.optimizer={old_optimizer}, or {again}"
+        )
+    old_decay = trained.get("weight_decay")
+    if old_decay is not None and not (isinstance(old_decay, (int, float)) and float(old_decay) == float(t.weight_decay)):
+        raise ConfigError(
+            f"train.weight_decay: {t.weight_decay!r}, but the run in {path.parent} was trained with {old_decay!r}; "
+            f"a resumed run keeps its weight decay (its optimizer state holds it): resume with "
+            f"train.weight_decay={old_decay}, or {again}"
+        )
+    if old_optimizer is None:  # a config without the setting: the saved param groups must fit the optimizer
+        needed = {"sgd": ("momentum", "nesterov"), "adam": ("betas", "eps"), "adamw": ("betas", "eps")}.get(t.optimizer, ())
+        groups = checkpoint.get("optimizer", {}).get("param_groups") or [{}]
+        lacking = [k for k in needed if any(k not in g for g in groups)]
+        if lacking:
+            raise ConfigError(
+                f"train.optimizer: {t.optimizer!r}, but the optimizer state in {path} has no {lacking[0]!r} "
+                f"(another optimizer wrote it); a resumed run keeps its optimizer: {again}"
+            )
+    done = int(checkpoint["epoch"])
+    if t.epochs < done:
+        raise ConfigError(
+            f"train.epochs: {t.epochs}, but the run in {path.parent} has completed {done} epochs "
+            f"({path.name}); resume with train.epochs >= {done}, or {again}"
+        )
+
+
+def check_resume(config: Config, output_dir: Path) -> None:
+    """:func:`check_resumable` for every last checkpoint of the run in ``output_dir`` (a staged
+    run's: each stage's), before a resumed ``train`` or ``run`` prepares the cache or writes
+    anything. A folder without a checkpoint passes (its training starts at epoch 0)."""
+    for run in _run_files(output_dir)[0]:
+        if run.checkpoint_last.is_file():
+            check_resumable(load_checkpoint(run.checkpoint_last), config, run.checkpoint_last)
+
+
+def _run_files(output_dir: Path) -> tuple[list[RunLayout], list[Path], list[Path]]:
+    """(run folders, files and TensorBoard folders, stage folders) a training in ``output_dir`` writes."""
+    layout = RunLayout(output_dir)
+    stage1 = sorted(p for p in layout.stage1.iterdir() if p.is_dir()) if layout.stage1.is_dir() else []
+    runs = [layout, layout.stage3, *(RunLayout(p) for p in stage1)]
+    files = [path for run in runs for path in (run.config_yaml, run.log_csv, run.progress_png, run.tensorboard)]
+    folders = [*(run.root for run in runs[2:]), layout.stage1, layout.stage2, layout.stage3.root]
+    return runs, [*files, layout.pipeline_json], folders
+
+
 def remove_run_outputs(output_dir: Path) -> None:
     """Delete the training outputs of a previous run (for ``--overwrite``)."""
     for path in RunLayout(output_dir).outputs:
@@ -179,6 +243,7 @@ class Trainer:
                     f"{checkpoint_path}: holds a {checkpoint.get('method')!r} run, "
                     f"but method.name is {config.method.name!r}"
                 )
+            check_resumable(checkpoint, config, checkpoint_path)  # before config.yaml is rewritten
         elif resume and self.context.is_main:
             log.warning("%s: no checkpoint to resume from; starting from epoch 0", checkpoint_path)
 
