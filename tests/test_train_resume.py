@@ -158,3 +158,51 @@ def test_a_real_resume_with_sgd_is_one_line_not_a_keyerror_traceback(tmp_path):
         "(another --output, or --overwrite)"]
     assert load_checkpoint(run / "checkpoint_last.pt")["epoch"] == 1
 
+
+# --------------------------------------------------------------------------- a failed first epoch (issue 31, smaller)
+
+
+def test_a_train_that_fails_before_its_first_checkpoint_leaves_no_run_behind(tmp_path, capsys, monkeypatch, one_thread):
+    """It left config.yaml and tensorboard/, so the same command then needed --resume or --overwrite."""
+    from tctseg.cli import main
+    from tctseg.errors import TrainingError
+
+    config = write_run_config(tmp_path, epochs=2, iterations_per_epoch=1)
+
+    def fails(self, epoch):
+        raise TrainingError(f"training stopped in epoch {epoch + 1}: the loss was NaN (stand-in)")
+
+    real_epoch = Trainer.train_epoch
+    monkeypatch.setattr(Trainer, "train_epoch", fails)
+    # a folder this command creates goes again; a folder that was there stays, with the user's own files
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    (kept / "tensorboard").mkdir()
+    (kept / "tensorboard" / "events.mine").write_text("another tool's logs")
+    before = _hashes(kept)
+    for run in (tmp_path / "new", kept):
+        assert main(["train", str(config), "--output", str(run), "--no-progress"]) == 2
+        assert "tctseg train: error: training stopped in epoch 1" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+    assert _hashes(kept) == before and sorted(p.name for p in kept.iterdir()) == ["notes.txt", "tensorboard"]
+
+    # Ctrl-C in the first epoch: the same
+    def interrupted(self, epoch):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "train_epoch", interrupted)
+    assert main(["train", str(config), "--output", str(tmp_path / "new"), "--no-progress"]) == 130
+    assert not (tmp_path / "new").exists()
+
+    # after a first checkpoint a failure keeps the run, which --resume continues
+    def second_fails(self, epoch):
+        return real_epoch(self, epoch) if epoch == 0 else fails(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", second_fails)
+    run = tmp_path / "new"
+    assert main(["train", str(config), "--output", str(run), "--no-progress"]) == 2
+    assert {"config.yaml", "checkpoint_last.pt", "log.csv", "tensorboard"} <= {p.name for p in run.iterdir()}
+    monkeypatch.setattr(Trainer, "train_epoch", real_epoch)
+    assert main(["train", str(config), "--output", str(run), "--no-progress", "--resume"]) == 0
+    assert _epochs_logged(run) == ["1", "2"]

@@ -50,11 +50,13 @@ def run(args: argparse.Namespace) -> int:
 
     context = dist_utils.init_distributed(device_type)
     held = contextlib.ExitStack()
+    created = not output_dir.exists()
+    started, before = False, set()  # this process holds the folder, may tidy up after a failed first epoch
     try:
         if context.is_main:
             from tctseg.locking import folder_lock
             from tctseg.outputs import ensure_writable
-            from tctseg.training.trainer import check_output_dir, check_resume
+            from tctseg.training.trainer import check_output_dir, check_resume, existing_run_files
 
             # an unusable run folder is reported before the cache is prepared, not after
             ensure_writable(output_dir, "the output folder")
@@ -63,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
             if args.resume:
                 # a changed optimizer or weight decay, or fewer epochs than done: refused before the cache is prepared
                 check_resume(config, output_dir)
+            before = existing_run_files(output_dir)  # a failed first epoch removes only what it wrote
+            started = True
         if args.prepare:
             # one process prepares the cache; the others wait, then read it
             if context.is_main:
@@ -86,6 +90,18 @@ def run(args: argparse.Namespace) -> int:
             print(f"trained {summary['epochs_completed']} epochs; run folder {output_dir}"
                   + (f"; best validation DSC {best:.4f}" if best is not None else "")
                   + f"; predict with {model}")
+    except BaseException:
+        if started:
+            from tctseg.training.trainer import discard_unstarted_run
+
+            # failed before a first checkpoint: no config.yaml or tensorboard/ left that would make
+            # the folder "another run" (a kill cannot tidy up; --resume then starts from epoch 0)
+            discard_unstarted_run(output_dir, keep=before)
+            held.close()  # the lock file goes; then the folder, if this command created it and it is empty
+            if created:
+                with contextlib.suppress(OSError):
+                    output_dir.rmdir()
+        raise
     finally:
         held.close()
         dist_utils.cleanup_distributed()

@@ -41,7 +41,7 @@ from tctseg.training.logging import TrainingLogger, loss_part_columns
 from tctseg.training.seeding import capture_rng_state, rank_seed, restore_rng_state, seed_everything
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Collection, Sequence
 
     from tctseg.config import Config
     from tctseg.preprocessing.cache import PreparedCase
@@ -160,6 +160,49 @@ def _run_files(output_dir: Path) -> tuple[list[RunLayout], list[Path], list[Path
     files = [path for run in runs for path in (run.config_yaml, run.log_csv, run.progress_png, run.tensorboard)]
     folders = [*(run.root for run in runs[2:]), layout.stage1, layout.stage2, layout.stage3.root]
     return runs, [*files, layout.pipeline_json], folders
+
+
+def existing_run_files(output_dir: Path) -> set[Path]:
+    """The paths :func:`discard_unstarted_run` could remove that exist now (to be kept)."""
+    runs, files, folders = _run_files(output_dir)
+    inside = [p for run in runs if run.tensorboard.is_dir() and not run.tensorboard.is_symlink()
+              for p in run.tensorboard.rglob("*")]
+    return {p for p in [*files, *folders, *inside] if p.exists() or p.is_symlink()}
+
+
+def discard_unstarted_run(output_dir: Path, keep: Collection[Path] = ()) -> bool:
+    """After a training that failed (an error, Ctrl-C) before any of its networks wrote a
+    checkpoint: remove what it wrote — ``config.yaml``, ``tensorboard/``, ``log.csv``,
+    ``progress.png`` of the run folder and of a staged run's stage folders, ``pipeline.json``, and
+    stage folders left empty — so that the folder does not hold "another run" that only
+    ``--resume`` or ``--overwrite`` would accept. Nothing is removed when a checkpoint exists (the
+    run can be resumed); ``keep`` (:func:`existing_run_files` before the training) and every
+    other file are never touched. Returns whether anything was removed."""
+    runs, files, folders = _run_files(output_dir)
+    if any(run.checkpoint_last.exists() or run.checkpoint_best.exists() for run in runs):
+        return False
+    keep = set(keep)
+    removed = False
+    for path in files:
+        with contextlib.suppress(OSError):
+            if path in keep:
+                if path.is_dir() and not path.is_symlink():  # a TensorBoard folder that was there: only new events go
+                    for new in sorted((p for p in path.rglob("*") if p not in keep), reverse=True):  # deepest first
+                        if new.is_dir() and not new.is_symlink():
+                            new.rmdir()
+                        else:
+                            new.unlink()
+                        removed = True
+            elif path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+                removed = True
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+                removed = True
+    for folder in (f for f in folders if f not in keep):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when empty
+    return removed
 
 
 def remove_run_outputs(output_dir: Path) -> None:
