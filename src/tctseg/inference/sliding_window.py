@@ -15,12 +15,15 @@ Choices, each for a reason:
   intensity range: air for CT) and the result is cropped back to the volume.
 - The stitched output lives on the CPU whatever the model's device, so a 512×512×100 scan
   costs host memory, not accelerator memory; windows run on ``device``.
+- Progress is MONAI's own bar, or (``on_windows``) a count of windows handed to the caller,
+  so that one bar can count the windows of several networks (an ensemble's members);
+  :func:`window_count` says how many windows a volume has.
 """
 
 from __future__ import annotations
 
 import itertools
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -90,6 +93,19 @@ def window_probabilities(
     return probabilities
 
 
+def window_count(shape: Sequence[int], patch_size: Sequence[int], overlap: float) -> int:
+    """How many windows :func:`sliding_window_probabilities` runs over a volume of spatial
+    ``shape``: per axis (after padding the volume to at least the patch) windows start every
+    ``int(patch · (1 − overlap))`` voxels (at least 1), the last one flush with the end,
+    MONAI's ``dense_patch_slices``; an axis the patch covers exactly has one window."""
+    total = 1
+    for size, patch in zip(shape, patch_size):
+        size, patch = max(int(size), int(patch)), int(patch)
+        step = patch if size == patch else max(int(patch * (1 - overlap)), 1)
+        total *= -(-(size - patch) // step) + 1  # starts 0, step, ... until a window reaches the end
+    return total
+
+
 def sliding_window_probabilities(
     method: torch.nn.Module,
     image: np.ndarray | torch.Tensor,
@@ -102,6 +118,7 @@ def sliding_window_probabilities(
     progress: bool = False,
     aux_heads: bool = False,
     task_probabilities: bool = False,
+    on_windows: Callable[[int], object] | None = None,
 ) -> torch.Tensor:
     """Class probabilities of a whole volume: image ``[X, Y, Z]`` → float32 ``[N+1, X, Y, Z]`` on the CPU.
 
@@ -116,6 +133,10 @@ def sliding_window_probabilities(
     ``predict_logits([B, 1, *P]) -> [B, N+1, *P]`` (main head only); it is put in eval mode
     and moved to ``device`` (and to channels-last 3D memory format when ``channels_last``).
     Windows of ``patch_size`` overlap by ``overlap`` and are blended with a Gaussian weight.
+
+    ``progress`` shows MONAI's bar over the network calls; ``on_windows(n)`` instead is called
+    after each network call with its number of windows (``n`` ≤ ``sw_batch_size``; they add up
+    to :func:`window_count`), e.g. a tqdm bar's ``update``.
     """
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
@@ -139,6 +160,9 @@ def sliding_window_probabilities(
         aux_heads=aux_heads,
         sigmoid=task_probabilities,
     )
+    if on_windows is not None:
+        predictor = _counting(predictor, on_windows)
+        progress = False
     with torch.inference_mode():
         probs = sliding_window_inference(
             volume[None, None],
@@ -154,3 +178,16 @@ def sliding_window_probabilities(
             progress=progress,
         )
     return _plain(probs)[0].float().contiguous()
+
+
+def _counting(
+    predictor: Callable[[torch.Tensor], torch.Tensor], on_windows: Callable[[int], object]
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``predictor`` that reports each batch's number of windows ``[B, 1, *P]`` → ``on_windows(B)``."""
+
+    def counted(windows: torch.Tensor) -> torch.Tensor:
+        out = predictor(windows)
+        on_windows(int(windows.shape[0]))
+        return out
+
+    return counted
