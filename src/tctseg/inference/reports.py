@@ -2,7 +2,8 @@
 
 - ``--statistics``: ``statistics.json`` / ``.csv`` (:mod:`~tctseg.inference.statistics`)
 - ``--preview``: ``<case>_preview.png`` (:mod:`~tctseg.inference.preview`)
-- ``--qc``: ``qc.json`` (:mod:`~tctseg.inference.quality`); the auxiliary heads run only then
+- ``--qc``: ``qc.json`` (:mod:`~tctseg.inference.quality`); the auxiliary heads run only then,
+  and with an ensemble each member's own label map is made for the ensemble agreement
 - ``--output-format dicom-seg``: ``<case>_seg.dcm`` for DICOM series inputs
   (:mod:`~tctseg.inference.dicom_seg`), beside the NIfTI label map that ``evaluate`` reads
 
@@ -26,18 +27,20 @@ from tctseg.inference.preview import PREVIEW_SUFFIX, render_preview
 from tctseg.inference.quality import (
     QC_JSON,
     aux_masks_in_original_space,
+    ensemble_agreement,
     has_auxiliary_heads,
     organ_quality,
 )
 from tctseg.inference.statistics import STATISTICS_CSV, STATISTICS_JSON, organ_statistics, statistics_csv
-from tctseg.predict_options import ReportOptions
+from tctseg.predict_options import ENSEMBLE_QC_THRESHOLD, ReportOptions
 
 
 class CaseReports:
     """Writes the asked-for reports of each case into ``output_dir``.
 
     ``class_names``: the config's classes (label ids 1..N); ``algorithm``: the method's name
-    (the SEG's algorithm); ``write_atomically(path, write)``: the export module's atomic writer.
+    (the SEG's algorithm); ``write_atomically(path, write)``: the export module's atomic writer;
+    ``method``: the (first) model; ``members``: how many models predict (an ensemble's, for QC).
     """
 
     # the names of what the reports may write: ``<case><suffix>`` per case, and the files that
@@ -57,6 +60,7 @@ class CaseReports:
         *,
         largest_component: bool = False,
         task_probabilities: bool = False,
+        members: int = 1,
     ) -> None:
         self.options = options
         self.output_dir = Path(output_dir)
@@ -65,13 +69,22 @@ class CaseReports:
         self.algorithm = algorithm
         self.largest_component = largest_component
         self.task_probabilities = task_probabilities
+        self.members = members
         self._write = write_atomically
         # the ATHs run only for --qc, and only where the network has them (TCT)
         self.wants_aux = options.qc and has_auxiliary_heads(method) and not task_probabilities
         self.wants_probabilities = options.qc
+        # the ensemble agreement compares the members' own label maps
+        self.wants_member_labels = options.qc and members > 1
         self.statistics: dict[str, Any] = self._earlier(STATISTICS_JSON) if options.statistics else {}
         qc_file = self._earlier(QC_JSON) if options.qc else {}
-        self.quality: dict[str, Any] = qc_file.get("cases", {}) if qc_file.get("threshold") == options.qc_threshold else {}
+        # earlier cases count only when scored the same way (thresholds, with or without an ensemble)
+        same = (qc_file.get("threshold"), qc_file.get("ensemble_threshold")) == (options.qc_threshold, self._ensemble_threshold)
+        self.quality: dict[str, Any] = qc_file.get("cases", {}) if same else {}
+
+    @property
+    def _ensemble_threshold(self) -> float | None:
+        return ENSEMBLE_QC_THRESHOLD if self.wants_member_labels else None
 
     def check_cases(self, cases: Sequence[Any]) -> None:
         """Refuse (ConfigError) ``dicom-seg`` for any case that is not a DICOM series folder."""
@@ -109,10 +122,13 @@ class CaseReports:
         class_probabilities: np.ndarray | None,
         aux_probabilities: np.ndarray | None,
         geometry: Any,
+        member_labels: Sequence[np.ndarray] | None = None,
     ) -> None:
         """Reports of one predicted case. ``volume``: the scan (``array`` ``[X, Y, Z]``, ``affine``);
         ``labels`` ``[X, Y, Z]`` its final label map; ``class_probabilities`` uint8 ``[X, Y, Z, C]``
-        (needed for ``qc``); ``aux_probabilities`` prepared-space ``[N, X', Y', Z']`` or None."""
+        (needed for ``qc``); ``aux_probabilities`` prepared-space ``[N, X', Y', Z']`` or None;
+        ``member_labels``: each ensemble member's own label map ``[X, Y, Z]`` (needed for ``qc``
+        with two or more members, :attr:`wants_member_labels`)."""
         if self.options.statistics:
             self.statistics[case_id] = organ_statistics(labels, volume.array, volume.affine, self.class_names)
         if self.options.qc:
@@ -121,9 +137,14 @@ class CaseReports:
             aux_masks = None
             if aux_probabilities is not None:
                 aux_masks = aux_masks_in_original_space(aux_probabilities, geometry, self.largest_component)
+            ensemble = None
+            if self.wants_member_labels:
+                if member_labels is None or len(member_labels) != self.members:
+                    raise ValueError(f"qc of an ensemble needs its {self.members} members' label maps")
+                ensemble = ensemble_agreement(member_labels, len(self.class_names))
             self.quality[case_id] = organ_quality(
                 labels, class_probabilities, self.class_names, aux_masks, self.options.qc_threshold,
-                task_probabilities=self.task_probabilities,
+                task_probabilities=self.task_probabilities, ensemble=ensemble,
             )
         if self.options.preview:
             png = render_preview(volume.array, labels, volume.affine, self.class_names, self.modality, title=case_id)
@@ -139,17 +160,39 @@ class CaseReports:
             self._write_text(STATISTICS_JSON, json.dumps(by_case, indent=2) + "\n")
             self._write_text(STATISTICS_CSV, statistics_csv(self.statistics))
         if self.options.qc:
-            document = {
-                "threshold": self.options.qc_threshold,
+            self._write_text(QC_JSON, json.dumps(self._qc_document(), indent=2) + "\n")
+
+    def _qc_document(self) -> dict[str, Any]:
+        """``qc.json``: the thresholds, what each signal is, and the cases (a single model's as
+        before ensembles existed; an ensemble's adds its threshold, size and agreement)."""
+        threshold = {"threshold": self.options.qc_threshold}
+        cases = {"cases": {case_id: self.quality[case_id] for case_id in sorted(self.quality)}}
+        if not self.wants_member_labels:
+            return {
+                **threshold,
                 "signals": {
                     "agreement": "DSC between the main head's organ mask and its auxiliary head's mask "
                     "(original space; null without auxiliary heads)",
                     "confidence": "mean probability of the predicted class over the organ's predicted voxels",
                 },
                 "flagged": "agreement < threshold",
-                "cases": {case_id: self.quality[case_id] for case_id in sorted(self.quality)},
+                **cases,
             }
-            self._write_text(QC_JSON, json.dumps(document, indent=2) + "\n")
+        return {
+            **threshold,
+            "ensemble_threshold": self._ensemble_threshold,
+            "members": self.members,
+            "signals": {
+                "agreement": "DSC between the ensemble's main-head organ mask and the mask of its auxiliary heads' "
+                "mean probability (original space; null without auxiliary heads)",
+                "confidence": "mean ensemble probability (the members' mean) of the predicted class over the "
+                "organ's predicted voxels",
+                "ensemble_agreement": "mean over the pairs of members of the DSC between their own label maps' "
+                "organ masks (original space)",
+            },
+            "flagged": "agreement < threshold or ensemble_agreement < ensemble_threshold (flagged_by names which)",
+            **cases,
+        }
 
     def _write_text(self, name: str, text: str) -> None:
         self._write(self.output_dir / name, lambda tmp: tmp.write_text(text, encoding="utf-8"))
