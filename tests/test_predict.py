@@ -324,6 +324,7 @@ def test_labelled_inputs_carry_label_and_dataset_into_the_index(tmp_path):
         "prediction": str((out / "case7.nii.gz").resolve()),
         "label": str(label.resolve()),
         "dataset": "phantom",
+        "models": [{"checkpoint": None, "sha256": None}],  # a model given in memory has no file to name
     }
 
 

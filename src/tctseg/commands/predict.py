@@ -1,4 +1,5 @@
-"""`tctseg predict MODEL INPUT OUTPUT`: label maps in each scan's original geometry."""
+"""`tctseg predict MODEL [MODEL ...] INPUT OUTPUT`: label maps in each scan's original geometry
+(several checkpoints: an ensemble, their probabilities averaged)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,19 @@ import json
 from pathlib import Path
 
 from tctseg.layout import CHECKPOINT_BEST, PREDICTIONS_INDEX
-from tctseg.predict_options import DEFAULT_QC_THRESHOLD, OUTPUT_FORMATS
+from tctseg.predict_options import DEFAULT_QC_THRESHOLD, ENSEMBLE_QC_THRESHOLD, OUTPUT_FORMATS
 
 NAME = "predict"
-HELP = "segment scans (NIfTI files or DICOM series) with a trained checkpoint"
+HELP = "segment scans (NIfTI files or DICOM series) with a trained checkpoint, or an ensemble of several"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", type=Path, help=f"checkpoint file (e.g. runs/x/{CHECKPOINT_BEST})")
+    parser.add_argument(
+        "model", type=Path, nargs="+",
+        help=f"checkpoint file (e.g. runs/x/{CHECKPOINT_BEST}); several (e.g. runs/seed*/{CHECKPOINT_BEST}) predict "
+        "as an ensemble: their probabilities (softmax, or the task sigmoids of dodnet/clip/hermes) are averaged "
+        "before the label map; they must agree on classes, preprocessing and method",
+    )
     parser.add_argument(
         "input",
         type=Path,
@@ -44,7 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--qc", action="store_true",
         help="also write qc.json: per organ the agreement (DSC) of the main head with its auxiliary head (TCT; "
-        "runs the auxiliary heads) and the mean confidence inside the organ; prints a summary with flags",
+        "runs the auxiliary heads), the mean confidence inside the organ and, with several checkpoints, the "
+        f"ensemble agreement (members' mean pairwise DSC, flagged below {ENSEMBLE_QC_THRESHOLD}, fixed); prints a "
+        "summary with flags",
     )
     parser.add_argument(
         "--qc-threshold", type=float, default=DEFAULT_QC_THRESHOLD,
@@ -107,12 +115,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_qc_summary(output: Path, case_ids: list[str], threshold: float) -> None:
-    """One line per case from ``qc.json``, then the flagged organs (agreement below ``threshold``)."""
+    """The number of flagged organs (two-head agreement below ``threshold``, or with an ensemble
+    its agreement below qc.json's ``ensemble_threshold``), then one line per case from ``qc.json``."""
     from tctseg.inference.quality import QC_JSON, qc_summary
 
-    cases = json.loads((output / QC_JSON).read_text(encoding="utf-8"))["cases"]
+    document = json.loads((output / QC_JSON).read_text(encoding="utf-8"))
+    cases = document["cases"]
     flagged = [f"{c}/{organ}" for c in case_ids for organ, q in cases.get(c, {}).items() if q["flagged"]]
-    print(f"qc: {len(flagged)} organ(s) flagged (two-head agreement < {threshold}) → {output / QC_JSON}")
+    rules = f"two-head agreement < {threshold}"
+    if document.get("ensemble_threshold") is not None:
+        rules += f" or ensemble agreement < {document['ensemble_threshold']} over {document['members']} members"
+    print(f"qc: {len(flagged)} organ(s) flagged ({rules}) → {output / QC_JSON}")
     for case_id in case_ids:
         if case_id in cases:
             print(qc_summary(case_id, cases[case_id]))

@@ -32,7 +32,9 @@ TASK_THRESHOLD = 0.5  # a task's voxel is in its mask when σ_c > ½ (the author
 
 @dataclass
 class PredictionResult:
-    """What happened to one case. ``status``: ``written`` | ``skipped`` (output existed) | ``failed``."""
+    """What happened to one case. ``status``: ``written`` | ``skipped`` (output existed) | ``failed``.
+    ``models``: the ``{checkpoint, sha256}`` of each model that predicted it in this run (None when
+    this run did not predict it)."""
 
     case_id: str
     image: Path
@@ -44,6 +46,7 @@ class PredictionResult:
     dataset: str | None = None
     error: str | None = None
     seconds: float = 0.0
+    models: list[dict[str, str | None]] | None = None
 
     @property
     def ok(self) -> bool:
@@ -134,7 +137,11 @@ def _exists(output_dir: Path, listed: Any) -> bool:
 
 
 def write_index(output_dir: Path, results: Sequence[PredictionResult]) -> Path:
-    """``<output_dir>/index.json``: ``[{case_id, image, prediction[, probabilities, task_masks, label, dataset]}]``.
+    """``<output_dir>/index.json``: ``[{case_id, image, prediction[, probabilities, task_masks, label, dataset, models]}]``.
+
+    ``models``: the checkpoints that predicted the case, ``[{checkpoint, sha256}]`` (one, or an
+    ensemble's members; both null for a model given in memory); a skipped case keeps its
+    earlier entry's.
 
     The index is also the record of which files in the folder tctseg wrote
     (:func:`check_own_outputs`). Entries of earlier runs whose prediction file still exists
@@ -163,6 +170,10 @@ def write_index(output_dir: Path, results: Sequence[PredictionResult]) -> Path:
             entry["label"] = str(Path(r.label).resolve())
         if r.dataset is not None:
             entry["dataset"] = r.dataset
+        if r.models is not None:
+            entry["models"] = r.models
+        elif "models" in earlier:  # skipped: predicted by an earlier run
+            entry["models"] = earlier["models"]
         entries[r.case_id] = entry
     text = json.dumps(sorted(entries.values(), key=lambda e: e["case_id"]), indent=2) + "\n"
     return write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), "the prediction index")

@@ -23,7 +23,12 @@ folder's ``index.json`` lists each case before its files are written and is the 
 what tctseg wrote there: only files it lists are skipped or written over, and a folder
 holding other NIfTI files (ground truths, say) is refused.
 
-This module is the loop and the model; finding the cases is :mod:`tctseg.inference.inputs`,
+Several models predict as an ensemble (:mod:`tctseg.inference.ensemble`): each runs its own
+sliding window, their probabilities are averaged before the label map, one progress bar
+counts every member's windows, and each case's ``models`` in ``index.json`` say which
+checkpoints (path, sha256) made it. One model is exactly the single-model prediction.
+
+This module is the loop and the models; finding the cases is :mod:`tctseg.inference.inputs`,
 going back to the original grid and writing is :mod:`tctseg.inference.export`.
 """
 
@@ -40,6 +45,14 @@ import numpy as np
 from tctseg.data.conversion import dataset_modality
 from tctseg.data.io import save_nifti
 from tctseg.errors import ConfigError, DataError, OutputError, TctsegError
+from tctseg.inference.ensemble import (
+    RESULT_INFERENCE_SETTINGS,
+    EnsembleMember,
+    ModelLike,
+    check_members_agree,
+    load_members,
+    member_profile,
+)
 from tctseg.inference.export import (
     PROBABILITIES_SUFFIX,
     TASK_MASKS_SUFFIX,
@@ -52,14 +65,12 @@ from tctseg.inference.export import (
 from tctseg.inference.inputs import InputLike, PredictionInput, as_inputs
 from tctseg.inference.postprocess import keep_largest_component
 from tctseg.inference.reports import CaseReports
-from tctseg.inference.sliding_window import sliding_window_probabilities
+from tctseg.inference.sliding_window import sliding_window_probabilities, window_count
 from tctseg.locking import hold_folder_lock, releases_folder_locks
 from tctseg.outputs import ensure_writable, write_atomically
 from tctseg.predict_options import ReportOptions
 
 if TYPE_CHECKING:
-    import torch
-
     from tctseg.config import Config
     from tctseg.data.io import Volume
     from tctseg.preprocessing import PreparedGeometry
@@ -108,9 +119,10 @@ def prepare_image(volume: Volume, modality: str, config: Config) -> tuple[np.nda
 
 @dataclass
 class _Run:
-    """What every case of one predict call shares: the model, its settings, where outputs go."""
+    """What every case of one predict call shares: the models, their settings, where outputs go.
+    ``config`` is the first member's (the classes and preprocessing every member shares)."""
 
-    method: torch.nn.Module
+    members: list[EnsembleMember]
     config: Config
     output_dir: Path
     modality: str
@@ -132,7 +144,7 @@ class _Run:
 
 @releases_folder_locks
 def predict_cases(
-    model: str | Path | tuple[torch.nn.Module, Config],
+    model: ModelLike | list[ModelLike],
     inputs: Iterable[InputLike],
     output_dir: str | Path,
     *,
@@ -150,11 +162,14 @@ def predict_cases(
 ) -> list[PredictionResult]:
     """Predict every case of ``inputs`` into ``output_dir`` and write ``output_dir/index.json``.
 
-    ``model``: a checkpoint path, or ``(method, config)``. ``inputs``: paths (each expanded
+    ``model``: a checkpoint path, or ``(method, config)``; a list of those predicts as an
+    ensemble (:mod:`~tctseg.inference.ensemble`: their probabilities averaged; members that
+    disagree on classes, preprocessing, method or the config's inference settings left None
+    here raise CheckpointError before any work). ``inputs``: paths (each expanded
     by :func:`~tctseg.inference.inputs.find_cases`), :class:`PredictionInput`, or
     ``(case_id, image[, label[, dataset]])`` tuples. Settings left None come from the
-    config's ``inference`` section; ``modality`` defaults to the training datasets'
-    (:func:`training_modality`). Writes
+    config's ``inference`` section (the first member's); ``modality`` defaults to the training
+    datasets' (:func:`training_modality`). Writes
     ``<case_id>.nii.gz`` (uint8 labels, global ids) and, with ``save_probabilities``,
     ``<case_id>_probabilities.nii.gz`` (uint8 ``[X, Y, Z, N+1]``, scl_slope 1/255; for a
     task-prompted method ``[X, Y, Z, N]``, the task probabilities σ_c). With
@@ -173,7 +188,14 @@ def predict_cases(
     """
     from tqdm import tqdm
 
-    method, config = _load_model(model, device)
+    members = load_members(model if isinstance(model, list) else [model], device)
+    if len(members) > 1:  # before the output folder is touched
+        unset = [k for k, v in zip(RESULT_INFERENCE_SETTINGS, (overlap, tta_flip, largest_component)) if v is None]
+        check_members_agree(
+            [m.label for m in members],
+            [{**member_profile(m, unset), "modality": modality or training_modality(m.config)} for m in members],
+        )
+    method, config = members[0].method, members[0].config
     inputs = list(inputs)
     cases = as_inputs(inputs)
     output_dir = Path(output_dir)
@@ -184,7 +206,7 @@ def predict_cases(
     # only what this folder's index.json lists may be skipped as finished or written over
     check_own_outputs(output_dir, CaseReports.CASE_SUFFIXES, CaseReports.GATHERING_FILES)
     settings = config.inference
-    task_prompted = bool(getattr(method, "task_prompted", False))  # see Method.task_prompted
+    task_prompted = members[0].task_prompted  # see Method.task_prompted
     if save_task_masks and not task_prompted:
         raise ConfigError(
             f"--task-masks: method {config.method.name!r} predicts one softmax over the classes; per-task "
@@ -198,11 +220,11 @@ def predict_cases(
     if reports is not None and reports.asked:
         case_reports = CaseReports(
             reports, output_dir, config.classes, modality, method, config.method.name, write_atomically,
-            largest_component=lcc, task_probabilities=task_prompted,
+            largest_component=lcc, task_probabilities=task_prompted, members=len(members),
         )
         case_reports.check_cases(cases)
     run = _Run(
-        method, config, output_dir, modality,
+        members, config, output_dir, modality,
         overlap=settings.overlap if overlap is None else overlap,
         sw_batch_size=settings.sw_batch_size if sw_batch_size is None else sw_batch_size,
         tta_flip=settings.tta_flip if tta_flip is None else tta_flip,
@@ -227,6 +249,7 @@ def predict_cases(
             else:
                 # listed in index.json before its first file is written, so a run killed in
                 # between leaves no output that this folder's index does not claim
+                result.models = [m.record() for m in run.members]
                 write_index(run.output_dir, [*results, dataclasses.replace(
                     result, status="written", prediction=prediction, probabilities=probabilities, task_masks=task_masks)])
                 _predict_case(run, case)
@@ -268,19 +291,7 @@ def _predict_case(run: _Run, case: PredictionInput) -> None:
     run_aux = reports is not None and reports.wants_aux
     volume = load_volume(case.image)
     image, geometry = prepare_image(volume, run.modality, config)
-    probs = sliding_window_probabilities(
-        run.method,
-        image,
-        config.train.patch_size,
-        overlap=run.overlap,
-        sw_batch_size=run.sw_batch_size,
-        tta_flip=run.tta_flip,
-        device=run.device,
-        channels_last=config.network.channels_last,
-        task_probabilities=run.task_prompted,
-        aux_heads=run_aux,
-        progress=run.progress,  # a bar across the windows: a whole-body CT has ~100 of them
-    ).numpy()
+    probs, member_labels = _ensemble_probabilities(run, image, geometry, run_aux)
     aux_probs = None
     if run_aux:  # [2N+1, ...]: the main head's N+1 channels, then the N ATHs' gʲ
         probs, aux_probs = probs[: config.num_classes + 1], probs[config.num_classes + 1 :]
@@ -291,7 +302,7 @@ def _predict_case(run: _Run, case: PredictionInput) -> None:
     )
     del probs
     if run.largest_component:
-        labels = keep_largest_component(labels, list(range(1, config.num_classes + 1)))
+        labels = keep_largest_component(labels, _class_ids(run))
         if masks is not None:
             for c in range(masks.shape[-1]):
                 masks[..., c] = keep_largest_component(masks[..., c], [1])
@@ -303,7 +314,59 @@ def _predict_case(run: _Run, case: PredictionInput) -> None:
     if masks is not None and task_masks is not None:
         save_nifti(masks, volume.affine, task_masks, protect=run.protect)
     if reports is not None:
-        reports.add(case.case_id, Path(case.image), volume, labels, scaled, aux_probs, geometry)
+        reports.add(case.case_id, Path(case.image), volume, labels, scaled, aux_probs, geometry, member_labels)
+
+
+def _class_ids(run: _Run) -> list[int]:
+    return list(range(1, run.config.num_classes + 1))
+
+
+def _ensemble_probabilities(
+    run: _Run, image: np.ndarray, geometry: PreparedGeometry, aux_heads: bool
+) -> tuple[np.ndarray, list[np.ndarray] | None]:
+    """The members' mean probabilities of one prepared image ``[X', Y', Z']``: float32
+    ``[C, X', Y', Z']`` as :func:`sliding_window_probabilities` gives them (C = N+1, N task
+    sigmoids, or 2N+1 with ``aux_heads``), one member's exactly as it gives them.
+
+    One bar counts every member's windows (a whole-body CT has ~100 per member). With
+    ``reports.wants_member_labels`` (``--qc``, two or more members) also each member's own
+    label map ``[X, Y, Z]`` uint8 in the scan's grid, made as a one-member prediction makes
+    its own (argmax in original space, then ``--lcc``); else None.
+    """
+    from tqdm import tqdm
+
+    want_labels = run.reports is not None and run.reports.wants_member_labels
+    member_labels: list[np.ndarray] | None = [] if want_labels else None
+    windows = sum(window_count(image.shape, m.config.train.patch_size, run.overlap) for m in run.members)
+    total = None
+    with tqdm(total=windows, desc="windows", unit="window", leave=False, disable=not run.progress) as bar:
+        for member in run.members:
+            probs = sliding_window_probabilities(
+                member.method,
+                image,
+                member.config.train.patch_size,
+                overlap=run.overlap,
+                sw_batch_size=run.sw_batch_size,
+                tta_flip=run.tta_flip,
+                device=run.device,
+                channels_last=member.config.network.channels_last,
+                task_probabilities=run.task_prompted,
+                aux_heads=aux_heads,
+                on_windows=bar.update,
+            ).numpy()
+            if member_labels is not None:
+                labels = labels_in_original_space(
+                    probs[: run.config.num_classes + 1], geometry, task_probabilities=run.task_prompted
+                )[0]
+                member_labels.append(keep_largest_component(labels, _class_ids(run)) if run.largest_component else labels)
+            if total is None:
+                total = probs  # one member: its probabilities exactly
+            else:
+                total += probs
+    assert total is not None
+    if len(run.members) > 1:
+        total /= len(run.members)
+    return total, member_labels
 
 
 def _finish(run: _Run, results: list[PredictionResult]) -> None:
@@ -311,11 +374,3 @@ def _finish(run: _Run, results: list[PredictionResult]) -> None:
     write_index(run.output_dir, results)
     if run.reports is not None:
         run.reports.finish()
-
-
-def _load_model(model: str | Path | tuple[torch.nn.Module, Config], device: str) -> tuple[torch.nn.Module, Config]:
-    if isinstance(model, tuple):
-        return model
-    from tctseg.checkpoint import load_method_from_checkpoint
-
-    return load_method_from_checkpoint(model, device=device)
