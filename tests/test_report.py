@@ -7,8 +7,10 @@ import re
 
 import nibabel as nib
 import numpy as np
+import pytest
 
 from tctseg.cli import main
+from tctseg.errors import TctsegWarning
 from tctseg.evaluation.evaluate import evaluate_folders, write_json
 from tctseg.report import build_report, class_overlays, load_index
 
@@ -167,3 +169,58 @@ def test_summary_says_which_methods_are_scored_per_task(tmp_path, capsys):
     assert main(["report", str(root)]) == 0
     assert "tal: task-prompted, scored as their authors do: each class on its own mask σ > ½" in (
         root / "report.md").read_text()
+
+
+# --------------------------------------------------------------------------- damaged files (issue 31, item 11)
+
+DAMAGED = [
+    # (file in the run, its bytes, the one line that names it)
+    ("tct/metrics/metrics.json", b"[1]",
+     "metrics/metrics.json: not a metrics table: a list, expected an object (classes, per_class, ...)"),
+    ("tct/metrics/metrics.json", b'{"per_class": {"liver": 0.9}}',
+     "metrics/metrics.json: 'per_class.liver' is a number (0.9), expected an object (dsc, hd95, cases)"),
+    ("tct/metrics/metrics.json", b'{"classes": 5}', "metrics/metrics.json: 'classes' is a number (5), expected a list"),
+    ("tct/metrics/metrics.json", b'{"convention": 3}', "metrics/metrics.json: 'convention' is a number (3)"),
+    ("tct/metrics/metrics.json", b'{"per_class"', "metrics/metrics.json: not valid JSON (Expecting ':' delimiter at line 1"),
+    ("tct/metrics/metrics.json", b"[" * 100000, "metrics/metrics.json: not usable JSON (nested too deeply)"),
+    ("tct/metrics/metrics.json", "{\"classes\": [\"hígado\"]}".encode("latin-1"),
+     "metrics/metrics.json: not UTF-8 text (byte 0xed at offset 15; save it as UTF-8)"),
+    ("tct/config.yaml", "classes: [liver]\n# Übersicht\n".encode("latin-1"),
+     "tct/config.yaml: not UTF-8 text (byte 0xdc at offset 19; save it as UTF-8)"),
+    ("tct/config.yaml", b"classes: 5\n", "tct/config.yaml: 'classes' is a number (5), expected a list of class names"),
+    ("tct/config.yaml", b"classes: [liver\n", "tct/config.yaml: not valid YAML"),
+    ("results.json", b'{"tct": [1]}', "results.json: 'tct' is a list, expected an object (per_class, mean_dsc, ...)"),
+    ("results.json", b'{"tct": {"per_class": 7}}', "results.json: 'tct.per_class' is a number (7), expected an object"),
+    ("results.json", b"null", "results.json: not a results table: null, expected an object of methods"),
+    ("tct/predictions/index.json", "[\"é\"]".encode("latin-1"),
+     "predictions/index.json: cannot read prediction index (not UTF-8 text: byte 0xe9 at offset 2)"),
+    ("tct/log.csv", "epoch,loss_total\n1,0.5 é\n".encode("latin-1"), "tct/log.csv: not UTF-8 text"),
+]
+
+
+@pytest.mark.parametrize("relative, content, expected", DAMAGED, ids=[f"{r}:{c[:12]!r}" for r, c, _ in DAMAGED])
+def test_a_damaged_run_file_is_one_warning_line_naming_it_and_the_report_is_still_written(tmp_path, capsys, relative,
+                                                                                          content, expected):
+    """metrics.json holding [1] was an AttributeError, a Latin-1 config.yaml a UnicodeDecodeError."""
+    root = _fake_run(tmp_path)
+    if relative.endswith("log.csv"):
+        (root / "tct" / "progress.png").unlink(missing_ok=True)  # the curves come from log.csv
+    (root / relative).write_bytes(content)
+    assert main(["report", str(root)]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err
+    warned = captured.err.strip().splitlines()
+    assert len(warned) == 1, captured.err
+    assert warned[0].startswith(f"tctseg report: warning: {root}/") and expected in warned[0], warned[0]
+    assert warned[0].endswith(("; left out of the report", "; no overlays", "; its class list is not used"))
+    html = (root / "report.html").read_text()
+    assert "Method: tct" in html and "Method: tal" in html  # the rest of the run is reported
+    assert expected.replace("'", "&#x27;").split(" (")[0] in html  # and the page says what was left out
+
+
+def test_a_damaged_file_in_build_report_is_a_warning_not_an_error(tmp_path):
+    root = _fake_run(tmp_path)
+    (root / "tal" / "metrics" / "metrics.json").write_text('{"per_dataset": {"phantom": []}}')
+    with pytest.warns(TctsegWarning, match=r"tal/metrics/metrics.json: 'per_dataset.phantom' is a list, expected an object"):
+        html = build_report(root).read_text()
+    assert "Comparison of methods" not in html  # one method's metrics left: nothing to compare

@@ -82,6 +82,11 @@ def load_index(index_path: str | Path) -> list[PredictionRecord]:
         raw: Any = json.loads(index_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise DataError(f"{index_path}: cannot read prediction index ({e})") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{index_path}: cannot read prediction index (not UTF-8 text: byte "
+                        f"0x{e.object[e.start]:02x} at offset {e.start})") from None
+    except RecursionError:
+        raise DataError(f"{index_path}: cannot read prediction index (JSON nested too deeply)") from None
     entries = raw.get("cases") if isinstance(raw, dict) else raw
     if not isinstance(entries, list):
         raise DataError(f"{index_path}: expected a list of cases (or {{'cases': [...]}})")
@@ -124,7 +129,7 @@ def class_overlays(
             (problems if problems is not None else []).append(str(e))
             continue
         names = record.annotated or annotated_classes(classes, record.label_map)
-        for name in names:
+        for name in (n for n in names if n in classes):  # an index may name classes the run does not have
             areas = (gt == classes.index(name) + 1).sum(axis=(0, 1))
             z = int(np.argmax(areas))
             if areas[z] > 0 and areas[z] > best.get(name, (0, -1, -1))[0]:
