@@ -206,7 +206,7 @@ def test_prepare_case_refuses_a_clip_the_config_would_refuse_before_writing_anyt
 
 
 def test_a_flat_mr_scan_is_refused_as_constant():
-    from tctseg.preprocessing.cache import check_normalised
+    from tctseg.preprocessing.scan import check_normalised
     from tctseg.preprocessing.intensity import normalise_mr
 
     flat = np.full((4, 4, 4), 7.0, np.float32)

@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from tctseg.methods import Method
 
 # preprocessing settings that do not change the prepared data
-_RESULT_NEUTRAL_PREPROCESSING = ("workers",)
 # the pickle member of a checkpoint holds the plain data (config, history, optimizer scalars):
 # ~35 KB after 100 epochs; 64 MB is far above any real one and far below a bomb's gigabytes
 MAX_PICKLE_BYTES = 64 * 2**20
@@ -46,9 +45,11 @@ MAX_MEMBER_RATIO = 16
 
 
 def preprocessing_settings(config: Config) -> dict[str, Any]:
-    """The preprocessing settings a model depends on, as a plain dict."""
-    settings = config.to_dict()["preprocessing"]
-    return {k: v for k, v in settings.items() if k not in _RESULT_NEUTRAL_PREPROCESSING}
+    """The preprocessing settings a model depends on, as a plain dict: the record the
+    prepared cache keeps too (:func:`tctseg.preprocessing.scan.prepared_settings`)."""
+    from tctseg.preprocessing.scan import prepared_settings
+
+    return prepared_settings(config.preprocessing)
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:

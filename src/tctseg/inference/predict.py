@@ -103,18 +103,12 @@ def training_modality(config: Config) -> str:
 
 
 def prepare_image(volume: Volume, modality: str, config: Config) -> tuple[np.ndarray, PreparedGeometry]:
-    """A scan → the network's input space, as the prepared cache does it for training.
+    """A scan → the network's input space: :func:`tctseg.preprocessing.scan.prepare_scan`, the
+    function the prepared cache uses for training, with the model's preprocessing settings.
+    Returns ``(image [X', Y', Z'] float32, geometry)``."""
+    from tctseg.preprocessing.scan import prepare_scan, prepared_settings
 
-    Intensities are normalised on the original voxels (CT clip/scale or MR percentiles),
-    then the volume is reoriented to RAS and resampled (linear) to ``preprocessing.spacing``.
-    Returns ``(image [X', Y', Z'] float32, geometry)``.
-    """
-    from tctseg.preprocessing import normalise, to_prepared
-
-    p = config.preprocessing
-    normalised = normalise(volume.array, modality, p.ct_clip, p.mr_percentiles)
-    image, geometry = to_prepared(normalised, volume.affine, tuple(p.spacing), mode="linear", source=volume.path)
-    return np.asarray(image, dtype=np.float32), geometry
+    return prepare_scan(volume.array, volume.affine, modality, prepared_settings(config.preprocessing), volume.path)
 
 
 @dataclass

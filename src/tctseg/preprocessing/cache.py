@@ -11,7 +11,8 @@ into a new folder. A case is written into ``<case_id>.partial-<pid>/`` and renam
 when complete; only complete folders are read; partial folders left by a killed run are
 removed and the case redone. A case whose source files (size, mtime) or label mapping changed
 is prepared again. A scan that intensity scaling turns into one value or NaN is a per-case
-error naming it (:func:`check_normalised`). Do not run two ``prepare`` on one cache at the same time.
+error naming it (:func:`tctseg.preprocessing.scan.check_normalised`).
+Each scan is prepared by :func:`tctseg.preprocessing.scan.prepare_scan`, the function predict uses. Do not run two ``prepare`` on one cache at the same time.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from tctseg.errors import ConfigError, DataError, OutputError, TctsegError
 from tctseg.locking import folder_lock
 from tctseg.outputs import ensure_writable
 from tctseg.preprocessing.geometry import to_prepared
-from tctseg.preprocessing.intensity import normalise
+from tctseg.preprocessing.scan import prepare_scan, prepared_settings
 
 CACHE_FORMAT = 1  # bump when the stored arrays' meaning changes
 MAX_CLASS_LOCATIONS = 2000
@@ -47,13 +48,9 @@ _STALE = ".stale-"
 
 
 def settings_of(pre: PreprocessingConfig) -> dict[str, Any]:
-    """The settings that decide the prepared arrays (``workers`` does not)."""
-    return {
-        "spacing": [float(s) for s in pre.spacing],
-        "ct_clip": [float(s) for s in pre.ct_clip],
-        "mr_percentiles": [float(s) for s in pre.mr_percentiles],
-        "cache_format": CACHE_FORMAT,
-    }
+    """The settings that decide the prepared arrays (:func:`~tctseg.preprocessing.scan.prepared_settings`,
+    the record every checkpoint stores too) and the cache's own format version."""
+    return {**prepared_settings(pre), "cache_format": CACHE_FORMAT}
 
 
 def fingerprint(pre: PreprocessingConfig) -> str:
@@ -257,9 +254,7 @@ def prepare_case(case: SourceCase, case_dir: Path, settings: dict, classes: list
     """Load, normalise, reorient and resample one case; write it atomically. Returns its meta."""
     image, label = case.load()
     spacing = tuple(settings["spacing"])
-    normalised = normalise(image.array, case.modality, tuple(settings["ct_clip"]), tuple(settings["mr_percentiles"]))
-    check_normalised(normalised, image.array, case.modality, settings, image.path)
-    prepared_image, geometry = to_prepared(normalised, image.affine, spacing, mode="linear", source=image.path)  # type: ignore[arg-type]
+    prepared_image, geometry = prepare_scan(image.array, image.affine, case.modality, settings, image.path)  # type: ignore[arg-type]
     prepared_label = None
     if label is not None:
         prepared_label, _ = to_prepared(label.astype(np.uint8, copy=False), image.affine, spacing, mode="nearest")  # type: ignore[arg-type]
@@ -307,29 +302,6 @@ def prepare_case(case: SourceCase, case_dir: Path, settings: dict, classes: list
     else:
         os.replace(partial, case_dir)
     return meta
-
-
-def check_normalised(normalised: np.ndarray, raw: np.ndarray, modality: str, settings: dict, source: Path) -> None:
-    """Refuse (DataError naming ``source``) an intensity-normalised scan that is not finite
-    everywhere or holds one value only: a network learns nothing from it, and a wrong
-    ``preprocessing.ct_clip`` / ``mr_percentiles`` made every scan so in silence (issue 31)."""
-    key, value = ("ct_clip", settings["ct_clip"]) if modality == "CT" else ("mr_percentiles", settings["mr_percentiles"])
-    setting = f"preprocessing.{key} {list(value)}"
-    low, high = (float(np.min(raw)), float(np.max(raw))) if raw.size else (math.nan, math.nan)
-    finite = np.isfinite(normalised)
-    if not finite.all():
-        bad = int(normalised.size - np.count_nonzero(finite))
-        raise DataError(
-            f"{source}: {bad} of {normalised.size} voxels are NaN or infinite after intensity scaling "
-            f"({modality}, {setting}, the scan's values {low:g} to {high:g}); check the setting"
-        )
-    first = float(normalised.flat[0]) if normalised.size else 0.0
-    if normalised.size == 0 or (normalised == first).all():
-        raise DataError(
-            f"{source}: the prepared image is constant (every voxel {first:g} after intensity scaling: {modality}, "
-            f"{setting}, the scan's values {low:g} to {high:g}); there is nothing to learn from it — check the "
-            "setting, or leave the case out (exclude_cases)"
-        )
 
 
 def class_locations(label: np.ndarray | None, seed: int, limit: int = MAX_CLASS_LOCATIONS) -> dict[str, list[list[int]]]:
@@ -404,4 +376,4 @@ def load_prepared(config: Config, role: str) -> list[PreparedCase]:
     return out
 
 
-__all__ = ["PreparedCase", "prepare", "prepare_case", "check_normalised", "load_prepared", "fingerprint", "cache_root", "class_locations", "select_cases"]
+__all__ = ["PreparedCase", "prepare", "prepare_case", "load_prepared", "fingerprint", "cache_root", "class_locations", "select_cases"]
