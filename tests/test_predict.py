@@ -395,3 +395,61 @@ def test_predict_device_is_cuda_when_present_unless_cpu_is_asked(monkeypatch):
         resolve_device("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device(None) == "cuda" and resolve_device("cpu") == "cpu" and resolve_device("cuda") == "cuda"
+
+
+def test_scans_predict_cannot_read_are_each_named_once_and_the_rest_predicted(tmp_path, capsys):
+    """A .mha or .nrrd scan beside .nii.gz files was skipped without a word (issue 31, item 15)."""
+    import hashlib
+
+    import SimpleITK as sitk
+
+    config = tiny_config(spacing=[4.0, 4.0, 8.0])
+    checkpoint = save_checkpoint_of(build_method(config), config, tmp_path / "model.pt")
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    write_volume(scans / "a_0000.nii.gz")
+    image = sitk.GetImageFromArray(np.zeros((4, 5, 6), np.float32))
+    sitk.WriteImage(image, str(scans / "b.mha"))
+    sitk.WriteImage(image, str(scans / "c.nrrd"))
+    (scans / "a_0000.json").write_text("{}")  # a BIDS sidecar: no scan, named with the other non-scans
+    (scans / "notes.txt").write_text("mine")
+    (scans / "slice_1.dcm").write_bytes(b"\0" * 128 + b"DICM")  # a DICOM file beside NIfTI files
+    (scans / "more").mkdir()  # not a DICOM series: predict does not look inside
+    write_volume(scans / "more" / "d.nii.gz")
+    (scans / ".hidden.mha").write_bytes(b"")  # hidden: passed over, as find_cases passes it over
+    write_volume(scans / "E.NII.GZ")  # find_cases reads lower-case suffixes only
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in scans.rglob("*") if p.is_file()}
+    out = scans / "predictions"  # the output folder inside INPUT is not named
+    for attempt in range(2):
+        assert main(["predict", str(checkpoint), str(scans), str(out), "--no-progress"]) == 0
+        captured = capsys.readouterr()
+        assert "Traceback" not in captured.out + captured.err
+        warned = captured.err.strip().splitlines()
+        reads = "predict reads NIfTI files (.nii, .nii.gz) and DICOM series folders"
+        assert warned == [
+            f"tctseg predict: warning: {scans / 'E.NII.GZ'}: skipped: a NIfTI file whose suffix is not .nii or .nii.gz "
+            f"in lower case: {reads}; rename it",
+            f"tctseg predict: warning: {scans / 'b.mha'}: skipped: a scan in MetaImage format (.mha): {reads}; convert it to "
+            ".nii.gz first (SimpleITK reads it: sitk.WriteImage(sitk.ReadImage(path), 'case.nii.gz'))",
+            f"tctseg predict: warning: {scans / 'c.nrrd'}: skipped: a scan in NRRD format (.nrrd): {reads}; convert it to "
+            ".nii.gz first (SimpleITK reads it: sitk.WriteImage(sitk.ReadImage(path), 'case.nii.gz'))",
+            f"tctseg predict: warning: {scans / 'more'}: skipped: a folder that is not a DICOM series; predict does not "
+            "look inside sub-folders (give this folder as INPUT to predict its scans)",
+            f"tctseg predict: warning: {scans / 'slice_1.dcm'}: skipped: DICOM files beside NIfTI files: predict reads a "
+            "DICOM series from a folder of its own (move each series into one)",
+            f"tctseg predict: warning: {scans}/{{a_0000.json, notes.txt}}: skipped: not scans: {reads}",
+        ], captured.err
+        assert ("1 written" if attempt == 0 else "1 skipped (output existed)") in captured.out
+    assert sorted(p.name for p in out.iterdir()) == ["a.nii.gz", "index.json"]
+    assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in scans.rglob("*")
+            if p.is_file() and out not in p.parents} == before
+
+    from tctseg.inference.unread import unread_entries
+
+    # many files of one kind are one line naming the first three
+    for i in range(5):
+        (scans / f"s{i}.dcm").write_bytes(b"")
+    assert (f"{scans}/{{s0.dcm, s1.dcm, s2.dcm and 3 more}}", "DICOM files beside NIfTI files: predict reads a DICOM "
+            "series from a folder of its own (move each series into one)") in unread_entries(scans)
+    # a single scan file, a DICOM series folder, or a folder of NIfTI files only: nothing to say
+    assert unread_entries(scans / "a_0000.nii.gz") == [] and unread_entries(scans / "more") == []

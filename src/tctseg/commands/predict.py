@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     )
     device = resolve_device(args.device)
     print(f"predict: on {describe_device(device)}", flush=True)
+    warn_about_unread_files(args.input, args.output)
     results = predict_cases(
         args.model,
         [args.input],
@@ -129,3 +130,15 @@ def print_qc_summary(output: Path, case_ids: list[str], threshold: float) -> Non
     for case_id in case_ids:
         if case_id in cases:
             print(qc_summary(case_id, cases[case_id]))
+
+
+def warn_about_unread_files(input_path: Path, output: Path) -> None:
+    """One warning line for each scan in INPUT that is not predicted (``.mha``, ``.nrrd``, ...:
+    tctseg reads NIfTI and DICOM; issue 31, item 15), and one for each group of other files."""
+    import warnings
+
+    from tctseg.errors import TctsegWarning
+    from tctseg.inference.unread import unread_entries
+
+    for what, why in unread_entries(input_path, exclude=output):
+        warnings.warn(f"{what}: skipped: {why}", TctsegWarning, stacklevel=2)
