@@ -532,3 +532,46 @@ def test_hermes_sample_uses_only_its_datasets_task_tokens(tmp_path):
     assert torch.allclose(after[0, :2], before[0, :2], atol=1e-6)  # sample 0 never sees task 3's token
     assert not torch.allclose(after[1, 2], before[1, 2], atol=1e-3)  # sample 1's own task
     assert not torch.allclose(after_inference[0, 0], before_inference[0, 0], atol=1e-4)
+
+
+def test_hermes_is_evaluated_with_the_test_sets_tasks(tmp_path):
+    """Official validation.py / inference3d.py: net(img, tgt_idx, mod_idx) with the test
+    dataset's own tasks. The subset forward is not the all-N forward, and it is the training
+    forward of a sample that annotates the same tasks; the tasks not asked get σ = 0."""
+    from tctseg.inference.sliding_window import sliding_window_probabilities
+    from tctseg.methods.hermes import NOT_ASKED_LOGIT
+
+    torch.manual_seed(0)
+    method = build_method(make_config(tmp_path, "hermes"))  # instance norm: train and eval forwards alike
+    image = fixed_batch()["image"]
+    with torch.no_grad():
+        method.eval()
+        every = method.task_logits(image)
+        subset = method.task_logits_for(image, [3, 1])  # a test set annotating liver and left kidney
+        method.train()
+        training = method.task_logits(image, {"annotated": torch.tensor([[True, False, True]] * 2)})
+        method.eval()
+        assert torch.equal(method.task_logits_for(image, None), every)
+        assert torch.equal(method.task_logits_for(image, [1, 2, 3]), every)  # a fully labeled set: all N
+    asked = [0, 2]
+    assert not torch.allclose(subset[:, asked], every[:, asked], atol=1e-4)
+    assert torch.allclose(subset[:, asked], training[:, asked], atol=1e-6)
+    assert (subset[:, 1] == NOT_ASKED_LOGIT).all() and torch.sigmoid(subset[:, 1]).max() == 0
+    with pytest.raises(ValueError, match=r"1\.\.3"):
+        method.task_logits_for(image, [0, 4])
+    # through the sliding window (one window covers the volume): the same subset forward
+    probs = sliding_window_probabilities(method, image[0, 0], (16, 16, 8), task_probabilities=True,
+                                         channels_last=False, tasks=[1, 3])
+    assert torch.allclose(probs, torch.sigmoid(subset[0]), atol=1e-5)
+    assert torch.allclose(sliding_window_probabilities(method, image[0, 0], (16, 16, 8), task_probabilities=True,
+                                                       channels_last=False), torch.sigmoid(every[0]), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["dodnet", "clip"])
+def test_task_subsets_change_nothing_for_the_other_task_prompted_methods(tmp_path, name):
+    """Their heads run one task at a time: asking a subset is the all-N forward."""
+    torch.manual_seed(0)
+    method = build_method(make_config(tmp_path, name)).eval()
+    image = fixed_batch()["image"]
+    with torch.no_grad():
+        assert torch.equal(method.task_logits_for(image, [2]), method.task_logits(image))

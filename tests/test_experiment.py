@@ -102,3 +102,40 @@ def test_task_prompted_methods_are_scored_per_task(tmp_path):
     merged = evaluate_test_cases(config, cases, tmp_path / "m", task_masks=False).per_class()
     assert per_task["liver"]["dsc"] == pytest.approx(2 * 32 / (64 + 32)) == merged["liver"]["dsc"]
     assert per_task["spleen"]["dsc"] == 1.0 and merged["spleen"]["dsc"] == 0.0
+
+
+class AskedTasks(TwoOverlappingTasks):
+    """TwoOverlappingTasks that records the tasks each window is asked."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[tuple[int, ...] | None] = []
+
+    def task_logits_for(self, image, tasks=None):
+        self.asked.append(tasks)
+        return super().task_logits_for(image, tasks)
+
+
+def test_test_cases_are_predicted_with_their_datasets_tasks(tmp_path):
+    """run/compare hand each test case the global ids of the classes its dataset annotates
+    (Hermes' evaluation, issue 28 item 3); without the classes, every task (a new scan)."""
+    config = config_from_dict({
+        "classes": ["liver", "spleen"],
+        "datasets": [{"name": "kits", "format": "kits19", "path": "unused"}],
+        "preprocessing": {"spacing": [1.0, 1.0, 1.0]},
+        "network": {"width": 4, "depth": 3, "channels_last": False},
+        "train": {"patch_size": [8, 8, 8]},
+    })
+    hu = np.full((8, 4, 4), -1024.0, np.float32)
+    hu[2:6] = 0.0
+    nib.save(nib.Nifti1Image(hu, np.eye(4)), tmp_path / "c.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros((8, 4, 4), np.uint8), np.eye(4)), tmp_path / "c_gt.nii.gz")
+    cases = [Case("spleen_only", "a", tmp_path / "c.nii.gz", tmp_path / "c_gt.nii.gz", ("spleen",)),
+             Case("both", "b", tmp_path / "c.nii.gz", tmp_path / "c_gt.nii.gz", ("liver", "spleen"))]
+    method = AskedTasks()
+    predict_test_cases((method, config), cases, tmp_path / "m", device="cpu", progress=False, task_masks=True,
+                       classes=config.classes)
+    assert method.asked == [(2,), (1, 2)]  # one window each
+    method.asked.clear()
+    predict_test_cases((method, config), cases, tmp_path / "n", device="cpu", progress=False, task_masks=True)
+    assert method.asked == []  # task_logits, every task

@@ -23,7 +23,9 @@ task-prompted method (``Method.task_prompted``: DoDNet, CLIP-Driven, Hermes — 
 per class) is scored as its authors score it: each class on its own mask σ_c > ½
 (``<case_id>_tasks.nii.gz``), overlaps allowed, so a task that also claims another organ
 (TCT paper Fig. 4: both kidneys for one kidney task) loses the DSC it would hide in an
-argmax label map.
+argmax label map. Each test case is predicted with the tasks its dataset annotates
+(:func:`case_tasks`): Hermes then attends only to their task tokens, as its authors'
+evaluation passes the test dataset's task list; for the other methods it changes nothing.
 """
 
 from __future__ import annotations
@@ -76,20 +78,32 @@ def write_ground_truths(config: Config, run_dir: Path) -> list[TestCase]:
     return cases
 
 
+def case_tasks(case: TestCase, classes: Sequence[str]) -> tuple[int, ...]:
+    """The global class ids (1..N) a test case's dataset annotates."""
+    return tuple(sorted(list(classes).index(name) + 1 for name in case.annotated))
+
+
 def predict_test_cases(
     checkpoint: Path | tuple, cases: Sequence[TestCase], method_dir: Path, *, device: str, progress: bool,
-    task_masks: bool = False,
+    task_masks: bool = False, classes: Sequence[str] | None = None,
 ) -> float:
     """Predict every test case into ``method_dir/predictions/<dataset>/``; returns seconds taken.
 
     ``checkpoint``: a checkpoint file or ``(method, config)``; ``task_masks``: also write each
-    class's own mask (task-prompted methods).
+    class's own mask (task-prompted methods). ``classes`` (the config's): each case is
+    predicted with the tasks its dataset annotates (:func:`case_tasks`; Hermes then uses only
+    their task tokens, as its authors evaluate; the other methods are unchanged); None:
+    every task.
     """
     start = time.perf_counter()
     run = RunLayout(method_dir)
     results = []
     for dataset in dict.fromkeys(c.dataset for c in cases):
-        inputs = [PredictionInput(c.case_id, c.image, c.ground_truth, c.dataset) for c in cases if c.dataset == dataset]
+        inputs = [
+            PredictionInput(c.case_id, c.image, c.ground_truth, c.dataset,
+                            case_tasks(c, classes) if classes is not None else None)
+            for c in cases if c.dataset == dataset
+        ]
         results += predict_cases(checkpoint, inputs, run.predictions_for(dataset), overwrite=True,
                                  save_task_masks=task_masks, device=device, progress=progress)
     failed = [r for r in results if not r.ok]
@@ -151,8 +165,9 @@ def run_method(
     train_seconds = time.perf_counter() - start
     best = Path(summary["best_checkpoint"]) if summary.get("best_checkpoint") else None
     checkpoint = best if best is not None and best.exists() else Path(summary["last_checkpoint"])
+    # each test case with its dataset's tasks (Hermes' evaluation; a new scan's predict: all tasks)
     predict_seconds = predict_test_cases(checkpoint, cases, method_dir, device=device, progress=progress,
-                                         task_masks=per_task)
+                                         task_masks=per_task, classes=method_config.classes)
     result = evaluate_test_cases(method_config, cases, method_dir, task_masks=per_task)
     mean = result.mean()
     return {

@@ -25,13 +25,16 @@ class PredictionInput:
     """One case to predict: ``image`` is a NIfTI file or a DICOM series folder.
 
     ``label`` and ``dataset`` are optional and only passed through to ``index.json`` (for
-    evaluation and the report).
+    evaluation and the report). ``tasks``: the global class ids the case's dataset annotates,
+    known for a test set (``run``/``compare``); a task-prompted method is then asked those
+    tasks only (Hermes' task tokens, as its authors evaluate); None (a new scan): every task.
     """
 
     case_id: str
     image: Path
     label: Path | None = None
     dataset: str | None = None
+    tasks: tuple[int, ...] | None = None
 
 
 InputLike = Union[str, Path, PredictionInput, tuple]

@@ -15,7 +15,11 @@ sigmoid per class instead of a softmax. Their N task probabilities σ_c are blen
 resampled the same way; the label map is background where every σ_c ≤ ½, else the most
 probable task (an argmax, for users), and with ``save_task_masks`` each task's own mask
 σ_c > ½ is written too (``<case>_tasks.nii.gz``, uint8 ``[X, Y, Z, N]``, masks may overlap):
-what the authors score, and what ``tctseg run``/``compare`` evaluate for these methods.
+what the authors score, and what ``tctseg run``/``compare`` evaluate for these methods. A
+case that says which classes its dataset annotates (:attr:`PredictionInput.tasks`: a test
+set of ``run``/``compare``) is predicted with those tasks only (``task_logits_for``: Hermes
+uses only their task tokens, as its authors evaluate); a scan given to ``tctseg predict``
+says nothing, so every task takes part.
 
 Every file is written to a temporary name in the output folder and renamed into place, so
 a killed run never leaves a file that looks complete; a rerun skips finished cases. The
@@ -285,7 +289,7 @@ def _predict_case(run: _Run, case: PredictionInput) -> None:
     run_aux = reports is not None and reports.wants_aux
     volume = load_volume(case.image)
     image, geometry = prepare_image(volume, run.modality, config)
-    probs, member_labels = _ensemble_probabilities(run, image, geometry, run_aux)
+    probs, member_labels = _ensemble_probabilities(run, image, geometry, run_aux, case.tasks)
     aux_probs = None
     if run_aux:  # [2N+1, ...]: the main head's N+1 channels, then the N ATHs' gʲ
         probs, aux_probs = probs[: config.num_classes + 1], probs[config.num_classes + 1 :]
@@ -316,11 +320,12 @@ def _class_ids(run: _Run) -> list[int]:
 
 
 def _ensemble_probabilities(
-    run: _Run, image: np.ndarray, geometry: PreparedGeometry, aux_heads: bool
+    run: _Run, image: np.ndarray, geometry: PreparedGeometry, aux_heads: bool, tasks: tuple[int, ...] | None = None
 ) -> tuple[np.ndarray, list[np.ndarray] | None]:
     """The members' mean probabilities of one prepared image ``[X', Y', Z']``: float32
     ``[C, X', Y', Z']`` as :func:`sliding_window_probabilities` gives them (C = N+1, N task
-    sigmoids, or 2N+1 with ``aux_heads``), one member's exactly as it gives them.
+    sigmoids, or 2N+1 with ``aux_heads``), one member's exactly as it gives them. ``tasks``:
+    the classes the image's dataset annotates, asked of task-prompted members only.
 
     One bar counts every member's windows (a whole-body CT has ~100 per member). With
     ``reports.wants_member_labels`` (``--qc``, two or more members) also each member's own
@@ -347,6 +352,7 @@ def _ensemble_probabilities(
                 task_probabilities=run.task_prompted,
                 aux_heads=aux_heads,
                 on_windows=bar.update,
+                tasks=tasks if run.task_prompted else None,
             ).numpy()
             if member_labels is not None:
                 labels = labels_in_original_space(

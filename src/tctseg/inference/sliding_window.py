@@ -7,7 +7,10 @@ Choices, each for a reason:
   dominate a voxel, and the blended result is already a distribution (sums to 1).
 - Task-prompted methods (``method.task_prompted``: one sigmoid per class) are read with
   ``task_probabilities=True``: each task's σ is taken per window and blended the same way,
-  giving N independent maps (no background channel; they need not sum to 1).
+  giving N independent maps (no background channel; they need not sum to 1). ``tasks``
+  (the global class ids the scan's dataset annotates, as ``run``/``compare`` know them for a
+  test set) asks only those tasks (``method.task_logits_for``; Hermes' task tokens); without
+  it every task, as for a new scan.
 - Flip test-time augmentation runs inside each window over all 8 combinations of flips
   along the three spatial axes (nnU-Net's mirroring): every window is predicted 8 times,
   flipped back and averaged, then blended once. It costs 8× the plain pass.
@@ -22,6 +25,7 @@ Choices, each for a reason:
 
 from __future__ import annotations
 
+import functools
 import itertools
 from typing import Callable, Sequence
 
@@ -119,11 +123,15 @@ def sliding_window_probabilities(
     aux_heads: bool = False,
     task_probabilities: bool = False,
     on_windows: Callable[[int], object] | None = None,
+    tasks: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Class probabilities of a whole volume: image ``[X, Y, Z]`` → float32 ``[N+1, X, Y, Z]`` on the CPU.
 
     With ``task_probabilities`` (task-prompted methods, ``method.task_logits``) the result is
-    ``[N, X, Y, Z]``: each task's own sigmoid probability σ(z_c), blended per task.
+    ``[N, X, Y, Z]``: each task's own sigmoid probability σ(z_c), blended per task. ``tasks``
+    (global class ids 1..N, with ``task_probabilities`` only): the tasks the image's dataset
+    annotates, read by ``method.task_logits_for(window, tasks)`` (Hermes then uses only their
+    task tokens); None: ``method.task_logits``, every task.
 
     With ``aux_heads`` (methods whose network has them, e.g. TCT) the result is
     ``[2N+1, X, Y, Z]``: the main head's N+1 probabilities, then ATH j's foreground
@@ -151,7 +159,11 @@ def sliding_window_probabilities(
         method.to(memory_format=torch.channels_last_3d)
     if task_probabilities and aux_heads:
         raise ValueError("task_probabilities and aux_heads exclude each other")
+    if tasks is not None and not task_probabilities:
+        raise ValueError("tasks: only with task_probabilities (task-prompted methods)")
     network_call = method.predict_with_aux if aux_heads else method.task_logits if task_probabilities else method.predict_logits
+    if tasks is not None:
+        network_call = functools.partial(method.task_logits_for, tasks=tuple(int(t) for t in tasks))
     predictor = window_probabilities(
         network_call,
         tta_flip=tta_flip,

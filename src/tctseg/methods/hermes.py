@@ -16,7 +16,12 @@ scales, and a prototype head that gives one binary map per task:
 * **Only the sample's tasks** (official ``train.py``: the batch's ``tgt_idx`` lists each
   sample's dataset's tasks). In training a sample's task tokens are those it annotates:
   the others are masked out of every attention that reads tokens (key padding), so they
-  neither inform the sample's other tokens nor its features. At inference all N take part.
+  neither inform the sample's other tokens nor its features. At evaluation likewise: the
+  official ``training/validation.py`` and ``inference/inference3d.py`` pass the test dataset's
+  own task list, and ``tctseg run``/``compare`` give each test case the classes its dataset
+  annotates (:meth:`HermesMethod.task_logits_for`, the same masking as in training; the tasks
+  not asked get the logit :data:`NOT_ASKED_LOGIT`, σ = 0, since the official output has no
+  channel for them). A scan whose annotations nobody knows (``tctseg predict``) uses all N.
 * **Prior fusion** (after the encoder's last ``k`` stages, the bottleneck and the decoder's
   first ``k`` stages, k = min(2, depth − 2): five scales for depth 5, the official
   ``prior_init_fuse_2..4``, ``prior_fuse_5..6``). Each block, pre-norm and residual:
@@ -62,12 +67,17 @@ What still differs from the official code:
 * Modality labels: our sampler gives none, so every training sample uses the model's
   modality; the modality loss then learns one constant class (as the official loss does on
   a one-modality training set, the TCT paper's CT and MR benchmarks).
-* Inference: all N task tokens in one pass (official: each test dataset's own tasks).
+* Inference on a new scan (``tctseg predict``, and the validation during training): all N
+  task tokens in one pass. The official code has no such case: it always passes a test
+  dataset's own task list, which is what ``run``/``compare`` do for their test sets (a fully
+  labeled set: all N, the same forward).
 * Training recipe: the shared trainer (optimiser, schedule, patch size, sampler), not the
   official LAMB at 2e-3 with warm-up, EMA evaluation and 128³ crops.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -86,6 +96,8 @@ DEFAULT_MODALITIES = ("CT", "MR")
 MODALITY_TOKENS = 10
 # official config/universal/hermes_resunet_3d.yaml: loss_mod_weight
 MODALITY_LOSS_WEIGHT = 0.01
+# the logit of a task not asked for (task_logits_for): σ = 0 in float32 and float16
+NOT_ASKED_LOGIT = -1e4
 
 
 class FusionBlock(nn.Module):
@@ -255,6 +267,24 @@ class HermesMethod(TaskPromptedMethod):
 
     def task_logits(self, image: torch.Tensor, batch: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         return self.outputs(image, batch)[0]
+
+    def task_logits_for(self, image: torch.Tensor, tasks: Sequence[int] | None = None) -> torch.Tensor:
+        """The official evaluation (``validation.py``, ``inference3d.py``: ``net(img, tgt_idx,
+        mod_idx)`` with the test dataset's tasks): only the task tokens of ``tasks`` (global ids
+        1..N) take part, masked as in training (:meth:`outputs` with ``annotated``); the other
+        tasks' logits are :data:`NOT_ASKED_LOGIT`. None or every task: :meth:`task_logits`, all N."""
+        if tasks is None:
+            return self.task_logits(image)
+        asked = sorted({int(t) for t in tasks})
+        if any(not 1 <= t <= self.num_classes for t in asked):
+            raise ValueError(f"tasks: global class ids 1..{self.num_classes} expected, got {list(tasks)}")
+        if len(asked) == self.num_classes:
+            return self.task_logits(image)
+        annotated = torch.zeros(image.shape[0], self.num_classes, dtype=torch.bool, device=image.device)
+        annotated[:, [t - 1 for t in asked]] = True
+        logits = self.outputs(image, {"annotated": annotated})[0]
+        not_asked = ~annotated.view(*annotated.shape, *([1] * (logits.ndim - 2)))
+        return logits.masked_fill(not_asked, NOT_ASKED_LOGIT)
 
     def forward(self, batch: dict[str, torch.Tensor], epoch: int) -> LossOutput:
         """Official ``train.py``: BCE + adaptive Tversky-Dice on the sample's tasks, plus 0.01 ×

@@ -9,7 +9,7 @@ controller-driven dynamic head of DoDNet and CLIP-Driven (:class:`DynamicHead`,
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -88,6 +88,13 @@ class TaskPromptedMethod(Method):
 
     def task_logits(self, image: torch.Tensor, batch: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         raise NotImplementedError
+
+    def task_logits_for(self, image: torch.Tensor, tasks: Sequence[int] | None = None) -> torch.Tensor:
+        """Task logits ``[B, N, *S]`` of images whose dataset annotates ``tasks`` (global class
+        ids 1..N; None: every class), the way ``run``/``compare`` evaluate a test set. Here each
+        task's map does not depend on which others are asked (DoDNet, CLIP-Driven), so it is
+        :meth:`task_logits`; Hermes, whose task tokens attend to one another, overrides it."""
+        return self.task_logits(image)
 
     def forward(self, batch: dict[str, torch.Tensor], epoch: int) -> LossOutput:
         logits = self.task_logits(batch["image"], batch)
