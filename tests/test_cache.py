@@ -178,8 +178,9 @@ def test_a_constant_scan_is_a_per_case_error_naming_it_and_the_others_are_prepar
     failed = [line.strip() for line in message.splitlines()[1:]]
     assert failed == [
         f"lits/liver_1: {root / 'imagesTr' / 'liver_1.nii.gz'}: the prepared image is constant (every voxel 0.0117188 "
-        "after intensity scaling: CT, preprocessing.ct_clip [-1024.0, 1024.0], the scan's values -1000 to -1000); "
-        "there is nothing to learn from it — check the setting, or leave the case out (exclude_cases)"
+        "after intensity scaling: CT, preprocessing.ct_clip [-1024.0, 1024.0], the scan's values -1000 to -1000): "
+        "nothing in it to learn from or to segment — check the setting or the scan (a training case can be left out "
+        "with exclude_cases)"
     ]
     assert sorted(p.name for p in (cache_root(config) / "lits").iterdir()) == ["liver_0", "liver_2"]
 

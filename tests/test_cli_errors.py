@@ -103,11 +103,16 @@ def train_tiny_model(run_dir):
             val_cases=[], progress=False).fit()
 
 
+def scan_values() -> np.ndarray:
+    """A small CT-like volume; not constant (predict refuses a scan with nothing in it)."""
+    return np.random.default_rng(0).uniform(-200.0, 300.0, (24, 24, 12)).astype(np.float32)
+
+
 def test_a_scan_that_cannot_be_read_is_reported_by_predict_without_traceback(tmp_path, capsys):
     train_tiny_model(tmp_path / "run")
     scans = tmp_path / "scans"
     scans.mkdir()
-    nib.save(nib.Nifti1Image(np.zeros((24, 24, 12), np.float32), np.eye(4)), scans / "good.nii.gz")
+    nib.save(nib.Nifti1Image(scan_values(), np.eye(4)), scans / "good.nii.gz")
     (scans / "broken.nii.gz").write_bytes(b"\x1f\x8b\x08\x00 cut short")
     code = main(["predict", str(tmp_path / "run" / "checkpoint_last.pt"), str(scans), str(tmp_path / "out"),
                  "--modality", "CT", "--no-progress"])
@@ -125,7 +130,7 @@ def test_a_scan_in_metres_is_reported_and_the_scans_after_it_are_still_predicted
     scans = tmp_path / "scans"
     scans.mkdir()
     for name, spacing in (("a_good", 1.0), ("b_metres", 1000.0), ("c_good", 1.0)):
-        nib.save(nib.Nifti1Image(np.zeros((24, 24, 12), np.float32), np.diag([spacing] * 3 + [1.0])), scans / f"{name}.nii.gz")
+        nib.save(nib.Nifti1Image(scan_values(), np.diag([spacing] * 3 + [1.0])), scans / f"{name}.nii.gz")
     code = main(["predict", str(tmp_path / "run" / "checkpoint_last.pt"), str(scans), str(tmp_path / "out"),
                  "--modality", "CT", "--no-progress"])
     out = capsys.readouterr()
@@ -143,7 +148,7 @@ def test_a_sheared_scan_is_predicted_with_one_warning_line_naming_it(tmp_path, c
     scans.mkdir()
     affine = np.diag([1.0, 1.0, 3.0, 1.0])
     affine[0, 2] = 0.75  # the slice axis leans 14° into x
-    nib.save(nib.Nifti1Image(np.zeros((24, 24, 12), np.float32), affine), scans / "sheared.nii.gz")
+    nib.save(nib.Nifti1Image(scan_values(), affine), scans / "sheared.nii.gz")
     code = main(["predict", str(tmp_path / "run" / "checkpoint_last.pt"), str(scans), str(tmp_path / "out"),
                  "--modality", "CT", "--no-progress"])
     out = capsys.readouterr()

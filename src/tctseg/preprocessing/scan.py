@@ -56,8 +56,9 @@ def check_normalised(
     normalised: np.ndarray, raw: np.ndarray, modality: str, settings: dict[str, Any], source: str | Path | None
 ) -> None:
     """Refuse (DataError naming ``source``) an intensity-normalised scan that is not finite
-    everywhere or holds one value only: a network learns nothing from it, and a wrong
-    ``preprocessing.ct_clip`` / ``mr_percentiles`` made every scan so in silence (issue 31)."""
+    everywhere or holds one value only: a network learns nothing from it and finds nothing in
+    it, and a wrong ``preprocessing.ct_clip`` / ``mr_percentiles`` made every scan so in silence
+    (issue 31). Training (the cache) and predict refuse such a scan alike, as a per-case error."""
     key, value = ("ct_clip", settings["ct_clip"]) if modality == "CT" else ("mr_percentiles", settings["mr_percentiles"])
     setting = f"preprocessing.{key} {list(value)}"
     low, high = (float(np.min(raw)), float(np.max(raw))) if raw.size else (math.nan, math.nan)
@@ -72,6 +73,6 @@ def check_normalised(
     if normalised.size == 0 or (normalised == first).all():
         raise DataError(
             f"{source}: the prepared image is constant (every voxel {first:g} after intensity scaling: {modality}, "
-            f"{setting}, the scan's values {low:g} to {high:g}); there is nothing to learn from it — check the "
-            "setting, or leave the case out (exclude_cases)"
+            f"{setting}, the scan's values {low:g} to {high:g}): nothing in it to learn from or to segment — check "
+            "the setting or the scan (a training case can be left out with exclude_cases)"
         )
