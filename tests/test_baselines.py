@@ -575,3 +575,81 @@ def test_task_subsets_change_nothing_for_the_other_task_prompted_methods(tmp_pat
     image = fixed_batch()["image"]
     with torch.no_grad():
         assert torch.equal(method.task_logits_for(image, [2]), method.task_logits(image))
+
+
+def _sha256(path):
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def test_clip_records_which_text_embeddings_it_was_built_with(tmp_path, monkeypatch):
+    """issue 28, item 4: a user file (path, sha256), the authors' file (its sha256) or MiniLM
+    (asked for, or the fallback and why), with the width and the values' sha256."""
+    from tctseg.methods.text_embeddings import values_sha256
+
+    path = embeddings_file(tmp_path)
+    method = build_method(make_config(tmp_path, "clip", text_embeddings=path))
+    record = method.text_embeddings_source
+    assert record == {"source": "file", "chosen_by": "method.options.text_embeddings",
+                      "path": str(Path(path).resolve()), "sha256": _sha256(path), "dim": 12,
+                      "values_sha256": values_sha256(method.text_embeddings)}
+    assert method.state_dict()["_extra_state"] == {"text_embeddings": record}
+
+    monkeypatch.setenv("TCTSEG_SHARED", str(tmp_path / "nowhere"))
+    monkeypatch.setattr(text_embeddings_module, "_fallbacks_noted", set())
+    monkeypatch.setattr(text_embeddings_module, "encode_with_minilm", lambda classes, template: torch.ones(len(classes), 6))
+    fallback = build_method(make_config(tmp_path, "clip", text_embeddings="")).text_embeddings_source
+    assert fallback["source"] == "minilm" and fallback["chosen_by"].startswith("fallback: ")
+    assert "nowhere" in fallback["chosen_by"] and fallback["model"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert fallback["template"] == "A computerized tomography of a {}." and fallback["dim"] == 6
+    asked = build_method(make_config(tmp_path, "clip", text_embeddings="", text_model="minilm")).text_embeddings_source
+    assert asked["source"] == "minilm" and asked["chosen_by"] == "method.options.text_model"
+    assert text_embeddings_module.default_fallback(CLASSES, {"text_model": "minilm"}) is None
+    assert "nowhere" in text_embeddings_module.default_fallback(CLASSES, {})
+
+
+@needs_official_clip
+def test_clip_records_the_authors_file_and_its_sha256(tmp_path, monkeypatch):
+    from tctseg.methods.text_embeddings import OFFICIAL_CLIP_SHA256
+
+    monkeypatch.setenv("TCTSEG_SHARED", str(OFFICIAL_CLIP.parents[2]))
+    for options, chosen_by in (({}, "default (the official file was found)"), ({"text_model": "clip"}, "method.options.text_model")):
+        record = build_method(make_config(tmp_path, "clip", text_embeddings="", **options)).text_embeddings_source
+        assert record["source"] == "clip" and record["chosen_by"] == chosen_by
+        assert record["sha256"] == OFFICIAL_CLIP_SHA256 == _sha256(OFFICIAL_CLIP)
+        assert record["path"] == str(OFFICIAL_CLIP.resolve()) and record["rows"] == [5, 0, 2] and record["dim"] == 512
+
+
+def test_a_clip_checkpoint_carries_its_embeddings_record(tmp_path):
+    """The record is in the checkpoint (model["_extra_state"]), loads with weights_only, and a
+    method loaded from it reports the checkpoint's record, not this machine's source; a
+    checkpoint from before the record loads too and says it was not recorded."""
+    from tctseg.checkpoint import load_checkpoint, load_method_from_checkpoint, recorded_sources, save_checkpoint
+    from tctseg.methods.text_embeddings import values_sha256
+
+    trained_with = embeddings_file(tmp_path, dim=12)
+    config = make_config(tmp_path, "clip", text_embeddings=trained_with)
+    trained = build_method(config)
+    path = save_checkpoint({"model": trained.state_dict(), "config": config.to_dict(), "classes": config.classes,
+                            "epoch": 0}, tmp_path / "clip.pt")
+    state = load_checkpoint(path)
+    assert recorded_sources(state) == {"text_embeddings": trained.text_embeddings_source}
+    # this machine's file is another one: the checkpoint's embeddings and their record win
+    other = tmp_path / "other.pt"
+    torch.save(torch.randn(3, 20), other)
+    torch.save(torch.randn(3, 20), trained_with)
+    method, _ = load_method_from_checkpoint(path)
+    assert torch.equal(method.text_embeddings, trained.text_embeddings) and method.text_to_vision.in_features == 12
+    assert method.text_embeddings_source == trained.text_embeddings_source
+    here = build_method(make_config(tmp_path, "clip", text_embeddings=str(other)))
+    assert here.text_embeddings_source["dim"] == 20
+    here.load_state_dict(trained.state_dict())
+    assert here.text_embeddings_source == trained.text_embeddings_source
+    # a checkpoint without the record (written before it existed)
+    old = dict(state, model={k: v for k, v in state["model"].items() if k != "_extra_state"})
+    save_checkpoint(old, tmp_path / "old.pt")
+    method, _ = load_method_from_checkpoint(tmp_path / "old.pt")
+    assert method.text_embeddings_source == {"source": "not recorded", "chosen_by": "not recorded", "dim": 12,
+                                             "values_sha256": values_sha256(trained.text_embeddings)}
+    assert recorded_sources(load_checkpoint(tmp_path / "old.pt")) == {}

@@ -117,6 +117,9 @@ WRONG_TYPES = [
     ("preprocessing", "abc", "field 'preprocessing' is a string ('abc'), expected a dict of preprocessing settings"),
     ("model", [1, 2, 3], "field 'model' is a list ([1, 2, 3]), expected a dict of tensors (the method's state dict)"),
     ("model", {"conv.weight": [1.0]}, "field 'model' holds 'conv.weight': a list ([1.0]), expected a dict of tensors"),
+    # a module's extra state (CLIP-Driven's embeddings record) may be plain data, nothing else
+    ("model", {"_extra_state": {"a": 1}, "conv.bias": "x"}, "field 'model' holds 'conv.bias': a string ('x'), expected"),
+    ("model", {"_extra_state": {1: "a"}}, "field 'model' holds '_extra_state': a dict ({1: 'a'}), expected"),
     ("config", "x", "field 'config' is a string ('x'), expected a dict (the run's config)"),
     ("epoch", "3", "field 'epoch' is a string ('3'), expected a number of epochs (an int >= 0)"),
     ("epoch", -1, "field 'epoch' is an int (-1), expected a number of epochs (an int >= 0)"),

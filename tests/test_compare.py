@@ -257,3 +257,40 @@ def test_paired_table_is_the_first_method_minus_the_other_seed_by_seed(compared)
     # one seed: no spread and no test
     assert [r[1] for r in rows[1:]] == ["mean ± sd", "paired t-test p", "Wilcoxon p"]
     assert rows[2][4] == "–" and rows[3][4] == "–"
+
+
+def test_compare_refuses_minilm_in_place_of_the_authors_clip_embeddings(tmp_path, monkeypatch, capsys):
+    """issue 28, item 4: without the authors' file compare stops, in one line saying how to point
+    to it or to choose MiniLM, before anything is written; named sources pass."""
+    from tctseg.compare.experiments import _check_text_embeddings
+    from tctseg.config import load_config
+
+    config_path = _compare_config(tmp_path)
+    monkeypatch.setenv("TCTSEG_SHARED", str(tmp_path / "nowhere"))
+    output = tmp_path / "out"
+    assert cli_main(["compare", str(config_path), "--methods", "tct,clip", "--tables", "main",
+                     "--output", str(output), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "nowhere" in err and "does not put MiniLM in place of" in err
+    assert "TCTSEG_SHARED" in err and "method.options.clip_embeddings" in err
+    assert err.endswith("or choose method.options.text_model: minilm")
+    assert not output.exists()
+    config = load_config(config_path)
+    _check_text_embeddings(config, ["tct", "tal"])  # no CLIP-Driven: nothing to check
+    for options in ({"text_model": "minilm"}, {"text_embeddings": "organs.pt"}, {"text_model": "clip"}):
+        config.method.options = options
+        _check_text_embeddings(config, ["clip"])  # what the config names (a missing file is the build's error)
+
+
+def test_results_json_records_the_clip_embeddings_of_the_runs(tmp_path):
+    from tctseg.compare.experiments import write_results
+
+    record = {"source": "file", "chosen_by": "method.options.text_embeddings", "path": "/x/organs.pt", "sha256": "ab"}
+    runs = [{"per_class": {}, "mean_dsc": 0.5, "text_embeddings": record},
+            {"per_class": {}, "mean_dsc": 0.7, "text_embeddings": dict(record)}]
+    write_results({"clip": runs, "tal": [{"per_class": {}, "mean_dsc": 0.6}]}, CLASSES, tmp_path / "results.json")
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["clip"]["text_embeddings"] == record and "text_embeddings" not in results["tal"]
+    other = dict(record, sha256="cd")
+    write_results({"clip": [runs[0], dict(runs[1], text_embeddings=other)]}, CLASSES, tmp_path / "results.json")
+    assert json.loads((tmp_path / "results.json").read_text())["clip"]["text_embeddings"] == [record, other]

@@ -139,3 +139,27 @@ def test_test_cases_are_predicted_with_their_datasets_tasks(tmp_path):
     method.asked.clear()
     predict_test_cases((method, config), cases, tmp_path / "n", device="cpu", progress=False, task_masks=True)
     assert method.asked == []  # task_logits, every task
+
+
+def test_run_records_the_clip_embeddings_in_results_and_checkpoint(tmp_path, capsys):
+    """issue 28, item 4: results.json says which text embeddings CLIP-Driven was made with, as
+    its checkpoint does."""
+    import hashlib
+
+    from tctseg.checkpoint import load_checkpoint, recorded_sources
+
+    config_path = write_run_config(tmp_path, epochs=1, iterations_per_epoch=1)
+    config = yaml.safe_load(config_path.read_text())
+    config["datasets"].append(dict(config["datasets"][1], name="tiny_test", role="test"))
+    organs = tmp_path / "organs.pt"
+    torch.save(torch.randn(len(CLASSES), 8, generator=torch.Generator().manual_seed(0)), organs)
+    config["method"] = {"name": "clip", "options": {"text_embeddings": str(organs)}}
+    config_path.write_text(yaml.safe_dump(config))
+    run_dir = tmp_path / "run"
+    assert main(["run", str(config_path), "--methods", "clip", "--output", str(run_dir), "--no-progress"]) == 0, \
+        capsys.readouterr().err
+    result = json.loads((run_dir / "results.json").read_text())["clip"]
+    record = result["text_embeddings"]
+    assert record["source"] == "file" and record["path"] == str(organs.resolve()) and record["dim"] == 8
+    assert record["sha256"] == hashlib.sha256(organs.read_bytes()).hexdigest()
+    assert recorded_sources(load_checkpoint(result["checkpoint"])) == {"text_embeddings": record}

@@ -3,7 +3,9 @@
 Below training and inference, above methods: the trainer saves and resumes through it,
 predict and PFL's labelling load a method from it, and it imports nothing of theirs.
 
-Keys: ``model`` (method state dict), ``optimizer``, ``scheduler``, ``scaler``, ``epoch``
+Keys: ``model`` (method state dict; besides tensors it may hold a method's extra state,
+plain data: CLIP-Driven records its text embeddings' source there, :func:`recorded_sources`),
+``optimizer``, ``scheduler``, ``scaler``, ``epoch``
 (number of completed epochs), ``rng`` (see :mod:`tctseg.training.seeding`), ``config``
 (``Config.to_dict()``), ``classes``, ``method``, ``preprocessing``, ``tctseg_version``,
 ``best_metric`` and ``history`` (one small dict per epoch).
@@ -42,6 +44,9 @@ if TYPE_CHECKING:
 MAX_PICKLE_BYTES = 64 * 2**20
 # torch writes members uncompressed; one re-zipped by a tool compresses float weights ~1.1:1
 MAX_MEMBER_RATIO = 16
+# torch's state-dict key suffix of a module's get_extra_state(): the only non-tensor entries
+# a checkpoint's model may hold, and only plain data (CLIP-Driven's record of its embeddings)
+EXTRA_STATE_SUFFIX = "_extra_state"
 
 
 def preprocessing_settings(config: Config) -> dict[str, Any]:
@@ -95,8 +100,32 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
+def _is_plain(value: Any, depth: int = 0) -> bool:
+    """JSON-like data: str, numbers, bool, None, and lists and str-keyed dicts of them."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return True
+    if depth > 8:
+        return False
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v, depth + 1) for v in value)
+    return isinstance(value, dict) and all(isinstance(k, str) and _is_plain(v, depth + 1) for k, v in value.items())
+
+
+def _is_weight_entry(key: Any, value: Any) -> bool:
+    # a tensor, or a module's extra state (plain data: CLIP-Driven's record of its text embeddings)
+    return isinstance(key, str) and (isinstance(value, torch.Tensor) or (key.endswith(EXTRA_STATE_SUFFIX) and _is_plain(value)))
+
+
 def _is_weights(value: Any) -> bool:
-    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
+    return isinstance(value, dict) and all(_is_weight_entry(k, v) for k, v in value.items())
+
+
+def recorded_sources(state: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint records about the data its method was built from, beside the weights:
+    the method's own extra state (``model["_extra_state"]``; CLIP-Driven:
+    ``{"text_embeddings": {source, chosen_by, path, sha256, ...}}``), {} when there is none."""
+    extra = (state.get("model") or {}).get(EXTRA_STATE_SUFFIX)
+    return dict(extra) if isinstance(extra, dict) else {}
 
 
 def _is_names(value: Any) -> bool:
@@ -136,7 +165,7 @@ def check_field_types(state: dict[str, Any], path: str | Path) -> None:
         if field in state and not acceptable(state[field]):
             value = state[field]
             if field == "model" and isinstance(value, dict):
-                key, item = next((k, v) for k, v in value.items() if not (isinstance(k, str) and isinstance(v, torch.Tensor)))
+                key, item = next((k, v) for k, v in value.items() if not _is_weight_entry(k, v))
                 raise CheckpointError(f"{path}: field 'model' holds {key!r}: {describe_value(item)}, expected {expected}")
             raise CheckpointError(f"{path}: field {field!r} is {describe_value(value)}, expected {expected}")
 
@@ -236,13 +265,16 @@ def load_weights(method: torch.nn.Module, weights: dict[str, torch.Tensor], path
     ``trained_with`` (the checkpoint's stored config) differs from ``config``."""
     own = method.state_dict()
     problems = []
+    adapts = set(getattr(method, "sized_by_checkpoint", ()))  # the method takes the checkpoint's shape
     differing = [(k, list(weights[k].shape), list(v.shape)) for k, v in own.items()
-                 if k in weights and tuple(weights[k].shape) != tuple(v.shape)]
+                 if k not in adapts and isinstance(v, torch.Tensor) and isinstance(weights.get(k), torch.Tensor)
+                 and tuple(weights[k].shape) != tuple(v.shape)]
     if differing:
         name, theirs, ours = differing[0]
         more = f" (and {len(differing) - 1} more tensor(s))" if len(differing) > 1 else ""
         problems.append(f"{name} is {theirs} in the checkpoint, {ours} in the model{more}")
-    missing = [k for k in own if k not in weights]
+    # an extra state (a record, not a weight) that an older checkpoint lacks: the method says so
+    missing = [k for k in own if k not in weights and not k.endswith(EXTRA_STATE_SUFFIX)]
     unexpected = [k for k in weights if k not in own]
     for names, what in ((missing, "missing from the checkpoint"), (unexpected, "not in the model")):
         if names:

@@ -15,7 +15,9 @@ Run folder::
         predictions/<dataset>/<case_id>.nii.gz, predictions/index.json
         predictions/<dataset>/<case_id>_tasks.nii.gz   task-prompted methods: each class's own mask
         metrics/metrics.{json,csv,md}
-      results.json                              per method: per-class and mean DSC / HD95, times
+      results.json                              per method: per-class and mean DSC / HD95, times;
+                                                CLIP-Driven: "text_embeddings", the record of
+                                                its embeddings' source its checkpoint holds
       report.html, report.md
 
 Scoring: a method with one softmax over the classes is scored on its label map. A
@@ -39,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from tctseg.checkpoint import load_checkpoint, recorded_sources
 from tctseg.config import Config
 from tctseg.data.conversion import find_cases
 from tctseg.data.io import save_nifti
@@ -171,6 +174,8 @@ def run_method(
     result = evaluate_test_cases(method_config, cases, method_dir, task_masks=per_task)
     mean = result.mean()
     return {
+        # what the checkpoint records it was built from (CLIP-Driven: "text_embeddings"), first
+        **recorded_sources(load_checkpoint(checkpoint)),
         "scoring": "per_task" if per_task else "label_map",
         "per_class": result.per_class(),
         "mean_dsc": mean["dsc"],

@@ -20,7 +20,10 @@ Every method trains on the same data, with the same budget and the same seeds
   set against training from scratch, evaluated on its held-out part.
 
 Written to ``<output>/tables/<name>.{md,csv}``, ``<output>/results.json`` (the main table's
-means) and the HTML report; runs live in ``<output>/<table>/<variant>/seed<k>/``.
+means, and for CLIP-Driven the record of its text embeddings' source) and the HTML report;
+runs live in ``<output>/<table>/<variant>/seed<k>/``. CLIP-Driven is compared on the
+authors' CLIP embeddings or on what the config names: a missing official file is an error
+here, not a silent fallback to MiniLM.
 """
 
 from __future__ import annotations
@@ -467,6 +470,27 @@ class Comparison:
         return None, [], "no fully labeled dataset with at least 2 cases in the config (" + "; ".join(reasons) + ")"
 
 
+def _check_text_embeddings(config: Config, methods: Sequence[str]) -> None:
+    """A comparison names CLIP-Driven's embeddings: refuse (one line) the MiniLM that ``clip``
+    would fall back to without the authors' file, unless the config chose it."""
+    from tctseg.methods.text_embeddings import (
+        CLIP_FILE_KEY, FILE_KEY, MODEL_KEY, OFFICIAL_CLIP_PATH, SHARED_ENV, default_fallback, official_clip_path,
+    )
+
+    for name in methods:
+        if method_class(name).name != "clip":
+            continue
+        options = config.with_method(name).method.options
+        why = default_fallback(config.classes, options)
+        if why is not None:
+            point = (f"give your own embeddings ({FILE_KEY}: FILE)" if official_clip_path(options).is_file()
+                     else f"set {SHARED_ENV} to the folder holding {OFFICIAL_CLIP_PATH} or {CLIP_FILE_KEY} to the file")
+            raise ConfigError(
+                f"{MODEL_KEY}: compare does not put MiniLM in place of CLIP-Driven's official CLIP text embeddings "
+                f"unasked ({why}): {point}, or choose {MODEL_KEY}: minilm"
+            )
+
+
 def _check_methods_build(config: Config, methods: Sequence[str], tables: Sequence[str]) -> None:
     """Build every method the tables train once, so a missing option fails now, not after hours of training."""
     from tctseg.methods import build_method
@@ -519,6 +543,7 @@ def run_compare(
     unknown = [a for a in (ablations or []) if a not in known]
     if unknown or (ablations is not None and not ablations):
         raise ConfigError(f"--ablations: unknown row {unknown[0] if unknown else '(none)'!r}; known: {', '.join(known)}")
+    _check_text_embeddings(config, methods)
     _check_methods_build(config, methods, names)
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -572,4 +597,10 @@ def write_results(main: dict[str, list[dict[str, Any]]], classes: Sequence[str],
             "wall_time_s": sum(r.get("wall_time_s") or 0.0 for r in results),
             "seeds": len(results),
         }
+        # what the runs were made with (CLIP-Driven's embeddings): one record, or each different one
+        records = {json.dumps(r["text_embeddings"], sort_keys=True): r["text_embeddings"]
+                   for r in results if isinstance(r.get("text_embeddings"), dict)}
+        if records:
+            found = list(records.values())
+            summary[method]["text_embeddings"] = found[0] if len(found) == 1 else found
     path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

@@ -42,6 +42,10 @@ class Method(nn.Module):
     # True (PFL): training is a pipeline of several trainings, not one Trainer run;
     # :func:`tctseg.training.pfl_pipeline.build_trainer` picks it for ``train``/``run``/``compare``.
     trains_in_stages: ClassVar[bool] = False
+    # State-dict keys whose shape the checkpoint decides: the method rebuilds them to fit in
+    # ``_load_from_state_dict`` (CLIP-Driven's text embeddings and the layer reading them), so
+    # :func:`tctseg.checkpoint.load_weights` does not refuse a checkpoint for their shape.
+    sized_by_checkpoint: ClassVar[tuple[str, ...]] = ()
     network: nn.Module
 
     @classmethod

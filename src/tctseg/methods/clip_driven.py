@@ -40,6 +40,10 @@ rows of this config's classes are picked in memory); else — said once in the l
 packaged MiniLM model (E = 384); or a file the user gives (``method.options.text_embeddings``)
 or ``method.options.text_model: clip|minilm``. They are kept frozen as a buffer and saved in
 the checkpoint, so a checkpoint loads with its own embeddings whatever source this machine has.
+Beside them the checkpoint records where they came from (``text_embeddings_source``, the
+module's extra state: ``model["_extra_state"]["text_embeddings"]``, see
+:func:`~tctseg.methods.text_embeddings.source_record`), and a loaded checkpoint brings its
+record with its embeddings; one written before the record existed says ``not recorded``.
 
 What still differs from the official code:
 
@@ -83,16 +87,19 @@ from tctseg.methods.task_prompted import (
     backbone_forward,
     group_norm,
 )
-from tctseg.methods.text_embeddings import text_embeddings_for
+from tctseg.methods.text_embeddings import source_record, text_embeddings_for, values_sha256
 from tctseg.network import UNet3D
 
 VISION_CHANNELS = 256  # the official width of the image and text codes
+EXTRA_STATE_KEY = "_extra_state"  # torch's state-dict key of get_extra_state()
 
 
 @register_method
 class CLIPDrivenMethod(TaskPromptedMethod):
     name = "clip"
     description = "CLIP-Driven: organ text embeddings -> controller -> dynamic binary heads (Liu et al. 2023)"
+    # a checkpoint's embeddings may be wider or narrower than this machine's source gives
+    sized_by_checkpoint = ("text_embeddings", "text_to_vision.weight")
 
     def __init__(
         self,
@@ -100,9 +107,12 @@ class CLIPDrivenMethod(TaskPromptedMethod):
         text_embeddings: torch.Tensor,
         head_channels: int = 8,
         vision_channels: int = VISION_CHANNELS,
+        text_embeddings_source: dict[str, Any] | None = None,
     ):
         super().__init__()
         self.num_classes = text_embeddings.shape[0]
+        # where the embeddings came from (text_embeddings.source_record); saved in checkpoints
+        self.text_embeddings_source = dict(text_embeddings_source or source_record(text_embeddings, "given", "the caller"))
         self.network = backbone
         bottleneck_channels = backbone.width * 2 ** (backbone.depth - 1)
         self.register_buffer("text_embeddings", text_embeddings.float().clone())
@@ -123,7 +133,8 @@ class CLIPDrivenMethod(TaskPromptedMethod):
         options = config.method.options
         embeddings = text_embeddings_for(config.classes, options)
         head = read_options(DynamicHeadOptions, options)
-        return cls(build_backbone(config), embeddings, head.head_channels)
+        return cls(build_backbone(config), embeddings.vectors, head.head_channels,
+                   text_embeddings_source=embeddings.source)
 
     def task_logits(self, image: torch.Tensor, batch: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         bottleneck, features = backbone_forward(self.network, image)
@@ -135,10 +146,25 @@ class CLIPDrivenMethod(TaskPromptedMethod):
         bce, dice = official_task_losses(logits, batch["labels"], batch["annotated"])
         return LossOutput(bce + dice, {"main": dice.detach(), "bce": bce.detach()})
 
+    def get_extra_state(self) -> dict[str, Any]:
+        """Saved in the state dict (``_extra_state``): the record of the embeddings' source."""
+        return {"text_embeddings": dict(self.text_embeddings_source)}
+
+    def set_extra_state(self, state: Any) -> None:
+        record = state.get("text_embeddings") if isinstance(state, dict) else None
+        if isinstance(record, dict):
+            self.text_embeddings_source = dict(record)
+
     def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        stored = state_dict.get(prefix + "text_embeddings")
+        if prefix + EXTRA_STATE_KEY not in state_dict:
+            # a checkpoint from before the source was recorded: its embeddings come without a record
+            record = {"source": "not recorded", "chosen_by": "not recorded"}
+            if isinstance(stored, torch.Tensor) and stored.ndim == 2:
+                record.update(dim=int(stored.shape[1]), values_sha256=values_sha256(stored))
+            state_dict[prefix + EXTRA_STATE_KEY] = {"text_embeddings": record}
         # the checkpoint's embeddings win: rebuild the text layer for their width (E) if this
         # machine's source gave another (e.g. MiniLM where the run had the official CLIP file)
-        stored = state_dict.get(prefix + "text_embeddings")
         current = self.text_embeddings.shape
         if isinstance(stored, torch.Tensor) and stored.ndim == 2 and stored.shape[0] == current[0] != 0 and stored.shape[1] != current[1]:
             self.text_embeddings = torch.empty_like(stored, dtype=torch.float32, device=self.text_embeddings.device)

