@@ -294,3 +294,16 @@ def test_results_json_records_the_clip_embeddings_of_the_runs(tmp_path):
     other = dict(record, sha256="cd")
     write_results({"clip": [runs[0], dict(runs[1], text_embeddings=other)]}, CLASSES, tmp_path / "results.json")
     assert json.loads((tmp_path / "results.json").read_text())["clip"]["text_embeddings"] == [record, other]
+
+
+def test_pfls_efficiency_note_says_what_its_training_time_counts(tmp_path):
+    from tctseg.compare.experiments import Comparison
+    from tctseg.config import load_config
+
+    config = load_config(_compare_config(tmp_path), ["train.epochs=10"])
+    comparison = Comparison(config, ["pfl"], tmp_path / "out", seeds=1, fractions=[1.0], transfer_dataset=None,
+                            infer_patch=(16, 16, 8), device="cpu", progress=False, overwrite=False)
+    assert comparison._pfl_stage1().startswith("N + 1 full trainings of 10 epochs")
+    assert "method.options.stage1_epochs ≈ train.epochs / N" in comparison._pfl_stage1()
+    config.method.options = {"stage1_epochs": 2}
+    assert comparison._pfl_stage1().startswith("its single-organ networks trained 2 of the final network's 10 epochs")

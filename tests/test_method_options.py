@@ -35,3 +35,12 @@ def test_options_reach_the_methods():
     assert build_method(config("aal", focal_gamma=1.0)).focal_gamma == 1.0
     assert build_method(config("me", exclusion_weight=0.5)).exclusion_weight == 0.5
     assert build_method(config("dodnet", head_channels=4)).heads.head.channels == (4, 4, 4, 1)
+
+
+def test_pfl_reads_its_stage1_schedule():
+    from tctseg.methods.pfl import stage1_epochs
+
+    assert stage1_epochs(config("pfl")) == 200  # the full schedule (train.epochs), as before the option
+    assert stage1_epochs(config("pfl", stage1_epochs=40)) == 40  # the paper's ≈ 2 × TAL with five organs
+    with pytest.raises(ConfigError, match=r"method.options.stage1_epochs: expected int, got 'short'"):
+        build_method(config("pfl", stage1_epochs="short"))

@@ -9,9 +9,10 @@ import torch
 import yaml
 
 from tctseg.cli import main
-from tctseg.errors import OutputError
+from tctseg.errors import ConfigError, OutputError
+from tctseg.methods import build_method
 from tctseg.losses.dice_ce import full_dice_ce_loss
-from tctseg.methods.pfl import pseudo_full_label
+from tctseg.methods.pfl import pseudo_full_label, stage1_epochs
 from tctseg.training import load_checkpoint
 from tctseg.training.pfl_pipeline import (
     PFLPipeline,
@@ -280,3 +281,45 @@ def test_sigkill_in_stage1_and_in_stage3_then_resume(tmp_path):
     with (run / "stage3" / "log.csv").open() as f:
         assert [row.split(",")[0] for row in f.read().splitlines()[1:]] == ["1", "2", "3"]
     assert load_checkpoint(run / "stage3" / "checkpoint_last.pt")["epoch"] == 3
+
+
+def test_stage1_epochs_shortens_the_single_organ_networks(tmp_path, monkeypatch):
+    """issue 28, item 4: method.options.stage1_epochs (default the full schedule) so that PFL
+    can cost the paper's ≈ 2 × TAL (Tab. 10); the efficiency row counts each network's share."""
+    from tctseg.training.logging import mean_epoch_time
+
+    use_sampler(monkeypatch)
+    train, val = memory_cases()
+    config = tiny_config("pfl", epochs=2, iterations_per_epoch=1)
+    assert stage1_epochs(config) == 2  # default: the full schedule, as before
+    for wrong in (0, 3):
+        config.method.options = {"stage1_epochs": wrong}
+        with pytest.raises(ConfigError, match=rf"^method.options.stage1_epochs: {wrong} is not between 1 and train.epochs \(2\)"):
+            build_method(config)
+    config.method.options = {"stage1_epochs": 1}
+    run = tmp_path / "pfl"
+    PFLPipeline(config, run, device="cpu", train_cases=train, val_cases=val, progress=False).fit()
+    for organ in ("liver", "spleen"):
+        assert load_checkpoint(run / "stage1" / organ / "checkpoint_last.pt")["epoch"] == 1
+    assert load_checkpoint(run / "stage3" / "checkpoint_last.pt")["epoch"] == 2
+    record = json.loads((run / "pipeline.json").read_text())
+    assert record["stage1"]["liver"]["epochs"] == record["stage1"]["spleen"]["epochs"] == 1 and record["epochs"] == 2
+    organs = [mean_epoch_time(run / "stage1" / organ / "log.csv") for organ in ("liver", "spleen")]
+    final = mean_epoch_time(run / "stage3" / "log.csv")
+    # each single-organ network's time is spread over the final network's 2 epochs
+    assert seconds_per_epoch(run) == pytest.approx(sum(organs) / 2 + final + record["stage2"]["seconds"] / 2)
+
+
+def test_a_shorter_stage1_than_a_network_has_done_names_the_option(tmp_path, monkeypatch):
+    use_sampler(monkeypatch)
+    train, val = memory_cases()
+    config = tiny_config("pfl", epochs=2, iterations_per_epoch=1)
+    run = tmp_path / "pfl"
+    PFLPipeline(config, run, device="cpu", train_cases=train, val_cases=val, progress=False).fit(stop_after_stage=1)
+    record = json.loads((run / "pipeline.json").read_text())
+    record["stage1"] = {}  # as if killed after the liver network's last checkpoint, before its record
+    (run / "pipeline.json").write_text(json.dumps(record))
+    config.method.options = {"stage1_epochs": 1}
+    with pytest.raises(ConfigError, match=r"^method.options.stage1_epochs: 1, but PFL's liver network in .* has "
+                                          r"completed 2 epochs; resume with stage1_epochs >= 2"):
+        PFLPipeline(config, run, resume=True, device="cpu", train_cases=train, val_cases=val, progress=False).fit()

@@ -45,7 +45,7 @@ WEIGHTINGS = ("uauwl", "uwl", "fixed")
 METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
     "tct": (),
     "tal": (),
-    "pfl": (),
+    "pfl": ("stage1_epochs",),
     "me": ("exclusion_weight",),
     "aal": ("focal_gamma", "entropy_weight", "empty_patch_entropy_weight"),
     "dodnet": ("head_channels",),

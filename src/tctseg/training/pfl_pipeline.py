@@ -4,7 +4,8 @@
     summary = trainer.fit()                          # Trainer.fit()'s summary, of the final network
 
 1. one single-organ network per class that some training case leaves unannotated, trained
-   on the cases that annotate it (``classes: [<class>]``, organ = 1), the full schedule;
+   on the cases that annotate it (``classes: [<class>]``, organ = 1), for
+   ``method.options.stage1_epochs`` epochs (default the full schedule, ``train.epochs``);
 2. every training case labelled offline by sliding window with the networks of the organs
    it does not annotate, merged with its ground truth (ground truth wins);
 3. a fresh network on the merged labels (every case now complete), the full schedule, with
@@ -46,11 +47,12 @@ import numpy as np
 import torch
 import yaml
 
+from tctseg.checkpoint import load_checkpoint
 from tctseg.config import Config
-from tctseg.errors import DataError, OutputError
+from tctseg.errors import ConfigError, DataError, OutputError
 from tctseg.layout import RunLayout
 from tctseg.methods import method_class
-from tctseg.methods.pfl import pseudo_full_label
+from tctseg.methods.pfl import pseudo_full_label, stage1_epochs
 from tctseg.devices import resolve_device
 from tctseg.outputs import ensure_writable, write_atomically
 from tctseg.training import distributed as dist_utils
@@ -79,20 +81,25 @@ def seconds_per_epoch(run_dir: str | Path) -> float | None:
     """Training seconds per epoch of a run folder (the efficiency table, paper Tab. 10).
 
     A plain run: the mean ``epoch_time_s`` of its ``log.csv``. A staged (PFL) run: every
-    stage counts — the sum of each single-organ network's and the final network's mean epoch
-    time, plus the labelling time spread over the final network's epochs. None while a part
-    is missing.
+    stage counts, spread over the final network's E epochs — each single-organ network's
+    mean epoch time × its epochs / E (its ``stage1_epochs``; = E by default, so its mean
+    epoch time), plus the final network's mean epoch time, plus the labelling time / E. None
+    while a part is missing.
     """
     layout = RunLayout(run_dir)
     record = read_record(layout.root)
     if record is None:
         return mean_epoch_time(layout.log_csv)
-    runs = [layout.stage1_network(name) for name in record.get("stage1", {})] + [layout.stage3]
+    epochs = record["epochs"]
+    stage1 = record.get("stage1", {})
+    # a record from before stage1_epochs existed: each network trained the full schedule
+    shares = [(stage1[name].get("epochs") or epochs) / epochs for name in stage1] + [1.0]
+    runs = [layout.stage1_network(name) for name in stage1] + [layout.stage3]
     times = [mean_epoch_time(run.log_csv) for run in runs]
     labelling = record.get("stage2", {}).get("seconds")
     if any(t is None for t in times) or labelling is None:
         return None
-    return sum(times) + labelling / record["epochs"]
+    return sum(t * share for t, share in zip(times, shares)) + labelling / epochs
 
 
 def read_record(run_dir: Path) -> dict[str, Any] | None:
@@ -181,10 +188,13 @@ class PseudoFullCase:
 
 
 def single_organ_config(config: Config, class_name: str) -> Config:
-    """Stage 1's config for one organ: ``classes: [class_name]``; the datasets keep their names,
-    roles and sampling weights but drop their label maps (the cases arrive already binary)."""
+    """Stage 1's config for one organ: ``classes: [class_name]``, ``train.epochs`` the
+    ``method.options.stage1_epochs`` (:func:`tctseg.methods.pfl.stage1_epochs`); the datasets
+    keep their names, roles and sampling weights but drop their label maps (the cases arrive
+    already binary)."""
     datasets = [dataclasses.replace(d, label_map=None, classes=None) for d in config.datasets]
-    return dataclasses.replace(config, classes=[class_name], datasets=datasets)
+    train = dataclasses.replace(config.train, epochs=stage1_epochs(config))
+    return dataclasses.replace(config, classes=[class_name], datasets=datasets, train=train)
 
 
 # --------------------------------------------------------------------------- stage 2
@@ -352,13 +362,16 @@ class PFLPipeline:
                 continue
             train = [SingleOrganCase(c, class_id) for c in self.train_cases if class_id in c.annotated]
             val = [SingleOrganCase(c, class_id) for c in self.val_cases if class_id in c.annotated and c.label is not None]
-            self._say(f"PFL stage 1: the {name} network on {len(train)} training case(s) ...")
+            config = single_organ_config(self.config, name)
             folder = self.layout.stage1_network(name).root
-            summary = self._train(single_organ_config(self.config, name), folder, train, val).fit()
+            self._check_stage1_resumable(name, folder, config.train.epochs)
+            self._say(f"PFL stage 1: the {name} network on {len(train)} training case(s), "
+                      f"{config.train.epochs} epoch(s) ...")
+            summary = self._train(config, folder, train, val).fit()
             checkpoint = self._chosen_checkpoint(summary)
             checkpoints[class_id] = checkpoint
             self.record["stage1"][name] = {
-                "class_id": class_id, "training_cases": len(train), "finished": True,
+                "class_id": class_id, "training_cases": len(train), "epochs": config.train.epochs, "finished": True,
                 "checkpoint": str(checkpoint.relative_to(self.output_dir)),
             }
             self._save_record()
@@ -402,6 +415,21 @@ class PFLPipeline:
                                      "checkpoint": str(self._chosen_checkpoint(summary).relative_to(self.output_dir))}
             self._save_record()
         return summary
+
+    @staticmethod
+    def _check_stage1_resumable(name: str, folder: Path, epochs: int) -> None:
+        """An unfinished single-organ network that has done more epochs than
+        ``method.options.stage1_epochs`` now asks: one line naming the option (the Trainer
+        would name ``train.epochs``, which the user did not change)."""
+        last = RunLayout(folder).checkpoint_last
+        if not last.is_file():
+            return
+        done = int(load_checkpoint(last)["epoch"])
+        if done > epochs:
+            raise ConfigError(
+                f"method.options.stage1_epochs: {epochs}, but PFL's {name} network in {folder} has completed "
+                f"{done} epochs; resume with stage1_epochs >= {done}, or start a new run (another --output, or --overwrite)"
+            )
 
     def _train(self, config: Config, folder: Path, train: Sequence[Any], val: Sequence[Any], **kwargs: Any) -> Trainer:
         started = any(marker.exists() for marker in RunLayout(folder).markers)
