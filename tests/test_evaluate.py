@@ -234,3 +234,51 @@ def test_cli_refuses_a_class_or_label_id_given_twice(tmp_path, capsys, argv, mes
     assert code == 2 and len(lines) == 1, captured.err
     assert lines[0].startswith(f"tctseg evaluate: error: {message}"), lines[0]
     assert not (tmp_path / "m").exists()
+
+
+def _with_pixdim(path, pixdim):
+    """Rewrite the stored pixdim[1:4] of an uncompressed .nii in place (sform untouched): a
+    header whose pixdim disagrees with its affine, as some tools write them."""
+    raw = bytearray(path.read_bytes())
+    raw[80:92] = np.asarray(pixdim, dtype="<f4").tobytes()  # pixdim[0] at byte 76, [1:4] at 80
+    path.write_bytes(bytes(raw))
+    return path
+
+
+@pytest.mark.parametrize("pixdim", [(1.0, 1.0, 6.0), (math.nan, math.nan, math.nan)], ids=["disagrees", "nan"])
+def test_hd95_uses_the_affines_spacing_not_the_headers_pixdim(tmp_path, capsys, pixdim):
+    """Issue 31, item 10: the 1 × 1 × 3 mm sform is what tctseg uses everywhere; evaluate read
+    pixdim (6 mm → HD95 6 instead of 3; NaN → a scipy traceback)."""
+    gt, pred = _volumes()
+    _with_pixdim(_save(tmp_path / "gt" / "case_a.nii", gt), pixdim)
+    _save(tmp_path / "pred" / "case_a.nii.gz", pred)
+    header = nib.load(tmp_path / "gt" / "case_a.nii").header
+    assert np.allclose(header.get_sform()[:3, :3], np.diag([1.0, 1.0, 3.0]), equal_nan=False)
+    assert not np.allclose(header["pixdim"][1:4], [1.0, 1.0, 3.0])  # the header really disagrees
+    code = main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "--classes", ",".join(CLASSES),
+                 "--label-map", "1:spleen,2:liver", "--out", str(tmp_path / "m"), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    per_class = json.loads((tmp_path / "m" / "metrics.json").read_text())["per_class"]
+    # by hand: the liver box is shifted one slice along z, 3 mm in the affine's grid (not 6, not NaN)
+    assert per_class["liver"]["hd95"] == pytest.approx(3.0)
+    assert per_class["liver"]["dsc"] == pytest.approx(0.5)
+    assert per_class["spleen"]["hd95"] == 0.0
+
+
+def test_a_ground_truth_without_a_usable_spacing_is_one_line(tmp_path, capsys):
+    """No sform and no qform, NaN pixdim: nothing says how large a voxel is — one line naming the file."""
+    gt, pred = _volumes()
+    image = nib.Nifti1Image(gt, AFFINE)
+    image.set_sform(None, code=0)
+    image.set_qform(None, code=0)
+    (tmp_path / "gt").mkdir()
+    nib.save(image, tmp_path / "gt" / "case_a.nii")
+    _with_pixdim(tmp_path / "gt" / "case_a.nii", (math.nan, 1.0, 3.0))
+    _save(tmp_path / "pred" / "case_a.nii.gz", pred)
+    code = main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "--classes", ",".join(CLASSES),
+                 "--out", str(tmp_path / "m"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("tctseg evaluate: error: "), err
+    assert "Traceback" not in err

@@ -50,7 +50,14 @@ class Volume:
     @property
     def spacing(self) -> tuple[float, float, float]:
         """Voxel size in mm along each array axis (length of each affine column)."""
-        return tuple(float(s) for s in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore[return-value]
+        return affine_spacing(self.affine)
+
+
+def affine_spacing(affine: np.ndarray) -> tuple[float, float, float]:
+    """Voxel size in mm along each array axis: the length of each of the affine's first three
+    columns. What tctseg means by a scan's spacing everywhere (resampling, statistics,
+    evaluation), rather than the header's pixdim, which may disagree with the sform."""
+    return tuple(float(s) for s in np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0))  # type: ignore[return-value]
 
 
 def is_nifti(path: Path) -> bool:

@@ -8,8 +8,9 @@ label maps in their dataset's OWN ids, mapped to global classes through ``label_
 (source id → global class name; ``background`` / ``ignore`` map to 0; default: the ground
 truth already holds global ids). Files are matched by case id (the file name without
 ``.nii`` / ``.nii.gz`` and without an nnU-Net ``_0000`` channel suffix). Each case is scored
-only on the classes its dataset annotates (``annotated``), with the voxel spacing read from
-the ground truth's header, using the metrics and empty-mask convention of
+only on the classes its dataset annotates (``annotated``), with the voxel spacing of the
+ground truth's affine (its column lengths, as everywhere in tctseg: not the header's pixdim,
+which may disagree with the sform or be NaN), using the metrics and empty-mask convention of
 :mod:`tctseg.evaluation.metrics` (so no value is NaN).
 
 Means: a class's mean is over the cases that annotate it; a dataset's mean DSC / HD95 is the
@@ -41,7 +42,7 @@ import numpy as np
 from tqdm import tqdm
 
 from tctseg.data.conversion.common import UNLABELLED_NAMES, relabel
-from tctseg.data.io import is_nifti
+from tctseg.data.io import affine_spacing, is_nifti
 from tctseg.errors import DataError, LabelError
 from tctseg.evaluation.metrics import dice, hd95
 from tctseg.inference import inputs
@@ -282,12 +283,19 @@ def evaluate_files(
             f"case {case_id}: prediction {pred_path} has shape {pred_img.shape}, "
             f"ground truth {gt_path} has shape {gt_img.shape}"
         )
-    if not np.allclose(pred_img.affine, gt_img.affine, atol=1e-2, rtol=1e-3):
+    # the voxel size from the affine (its column lengths), as everywhere else in tctseg: the
+    # header's pixdim may disagree with the sform nibabel reads the affine from, or be NaN
+    spacing = list(affine_spacing(gt_img.affine))
+    if not all(math.isfinite(s) and s > 0 for s in spacing):
         raise DataError(
-            f"case {case_id}: prediction {pred_path} and ground truth {gt_path} lie on different "
-            f"grids (affines differ:\n{np.round(pred_img.affine, 3)}\nvs\n{np.round(gt_img.affine, 3)})"
+            f"{gt_path}: voxel spacing {[round(s, 6) for s in spacing]} mm from its affine (sform, qform or pixdim) "
+            "holds a zero or non-finite size"
         )
-    spacing = [float(z) for z in gt_img.header.get_zooms()[:3]]
+    if not np.allclose(pred_img.affine, gt_img.affine, atol=1e-2, rtol=1e-3):
+        raise DataError(  # one line: the command line prints it as one message
+            f"case {case_id}: prediction {pred_path} and ground truth {gt_path} lie on different "
+            f"grids (affines differ: {np.round(pred_img.affine, 3).tolist()} vs {np.round(gt_img.affine, 3).tolist()})"
+        )
     pred = _as_integer_labels(np.asarray(pred_img.dataobj), pred_path)
     if task_masks:
         if pred.shape[3] != len(classes):
