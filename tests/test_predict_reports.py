@@ -252,6 +252,73 @@ def test_cli_writes_all_four_reports_for_the_real_dicom_series_with_a_tct_checkp
     # a rerun finds every asked-for output and skips the case
     assert main(argv) == 0
     assert "0 written, 1 skipped" in capsys.readouterr().out
-    (out / "dicom_series_preview.png").unlink()  # one report missing: the case runs again
+    (out / "dicom_series_preview.png").unlink()  # one report missing: only it is made, from the label map
+    assert main(argv) == 0
+    assert "0 written, 0 skipped (output existed), 1 completed" in capsys.readouterr().out
+    assert (out / "dicom_series_preview.png").is_file()
+    (out / "qc.json").unlink()  # QC needs the probabilities: the case is predicted again
     assert main(argv) == 0
     assert "1 written, 0 skipped" in capsys.readouterr().out
+
+
+KILLED_DURING_STATISTICS_RUN = """
+import os, sys
+sys.path.insert(0, sys.argv[1])
+from test_predict import IntensityAndEdge, tiny_config
+import tctseg.inference.predict as predict
+from tctseg.predict_options import ReportOptions
+die_at = int(sys.argv[4])  # 1: right after the first label map; 2: before the second is written
+save, calls = predict.save_nifti, []
+def save_or_die(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == die_at == 2:
+        os._exit(9)  # SIGKILL-like: no clean-up, no final index or statistics
+    save(*args, **kwargs)
+    if len(calls) == die_at == 1:
+        os._exit(9)
+predict.save_nifti = save_or_die
+predict.predict_cases((IntensityAndEdge(), tiny_config(spacing=[4.0, 4.0, 8.0])), [sys.argv[2]], sys.argv[3],
+                      modality="CT", progress=False, reports=ReportOptions(statistics=True, preview=True))
+"""
+
+
+@pytest.mark.parametrize("die_at, statuses", [(2, ["skipped", "written"]), (1, ["completed", "written"])],
+                         ids=["after-first-case", "before-its-statistics"])
+def test_a_killed_statistics_run_is_not_redone(tmp_path, monkeypatch, one_thread, die_at, statuses):
+    """issue 31 (smaller): with --statistics a killed predict predicted its finished cases again
+    (statistics.json was written only at the end). Now it is written after each case; a case
+    whose label map is there but whose statistics are not gets them from the label map, without
+    predicting again; the statistics equal a clean run's."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import tctseg.inference.predict as predict_module
+    from test_predict import write_volume
+
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for i in range(2):
+        write_volume(scans / f"s{i}.nii.gz", shape=(20, 18, 12), seed=i)
+    model = (IntensityAndEdge(), tiny_config(spacing=[4.0, 4.0, 8.0]))
+    clean = tmp_path / "clean"
+    predict_cases(model, [scans], clean, modality="CT", progress=False, reports=ReportOptions(statistics=True, preview=True))
+    out = tmp_path / "out"
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    killed = subprocess.run([sys.executable, "-c", KILLED_DURING_STATISTICS_RUN, str(Path(__file__).parent), str(scans),
+                             str(out), str(die_at)], env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == 9, killed.stderr
+    if die_at == 2:  # s0 finished: its statistics are on disk already
+        assert list(json.loads((out / "statistics.json").read_text())) == ["s0"]
+    predicted = []
+    real = predict_module._predict_case
+    monkeypatch.setattr(predict_module, "_predict_case", lambda run, case: predicted.append(case.case_id) or real(run, case))
+    results = predict_cases(model, [scans], out, modality="CT", progress=False,
+                            reports=ReportOptions(statistics=True, preview=True))
+    assert [r.status for r in results] == statuses
+    assert predicted == ["s1"]  # s0 was not predicted again
+    assert json.loads((out / "statistics.json").read_text()) == json.loads((clean / "statistics.json").read_text())
+    assert (out / "statistics.csv").read_text() == (clean / "statistics.csv").read_text()
+    for name in ("s0.nii.gz", "s1.nii.gz", "s0_preview.png", "s1_preview.png"):
+        assert (out / name).read_bytes() == (clean / name).read_bytes(), name
+    assert [e["case_id"] for e in json.loads((out / "index.json").read_text())] == ["s0", "s1"]

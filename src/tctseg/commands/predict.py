@@ -102,14 +102,15 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         reports=reports,
     )
-    counts = {s: sum(r.status == s for r in results) for s in ("written", "skipped", "failed")}
+    counts = {s: sum(r.status == s for r in results) for s in ("written", "skipped", "completed", "failed")}
+    completed = f", {counts['completed']} completed (reports added to a finished label map)" if counts["completed"] else ""
     print(
-        f"predict: {counts['written']} written, {counts['skipped']} skipped (output existed), "
+        f"predict: {counts['written']} written, {counts['skipped']} skipped (output existed){completed}, "
         f"{counts['failed']} failed → {args.output}"
     )
-    for r in results:
+    for r in results:  # each failure's reason was printed once as it happened; here its case id only
         if not r.ok:
-            print(f"  failed: {r.image}: {r.error}")
+            print(f"  failed: {r.case_id}")
     if args.qc:
         print_qc_summary(Path(args.output), [r.case_id for r in results if r.ok], args.qc_threshold)
     return 1 if counts["failed"] else 0

@@ -22,7 +22,11 @@ uses only their task tokens, as its authors evaluate); a scan given to ``tctseg 
 says nothing, so every task takes part.
 
 Every file is written to a temporary name in the output folder and renamed into place, so
-a killed run never leaves a file that looks complete; a rerun skips finished cases. The
+a killed run never leaves a file that looks complete; a rerun skips finished cases. The files
+that gather every case (``statistics.json``, ``qc.json``) are rewritten after each case, so a
+killed ``--statistics`` run keeps the statistics of its finished cases; a case whose label map
+is there but whose statistics, preview or DICOM SEG are not gets only those made, from the
+label map written (``"completed"``). The
 folder's ``index.json`` lists each case before its files are written and is the record of
 what tctseg wrote there: only files it lists are skipped or written over, and a folder
 holding other NIfTI files (ground truths, say) is refused.
@@ -177,7 +181,9 @@ def predict_cases(
 
     A case that cannot be read or predicted is reported (``status="failed"``, ``error`` names
     the file) and the others still run. A case whose outputs exist is skipped unless
-    ``overwrite``. Raises OutputError before any work if the output folder is an input's, or
+    ``overwrite`` (``status="skipped"``); one whose label map exists but whose reports do not
+    all exist gets the missing ones made from it (``"completed"``; with a missing ``--qc``
+    entry it is predicted again). Raises OutputError before any work if the output folder is an input's, or
     holds NIfTI files (or other files named like predict's outputs) that its ``index.json``
     does not list: only files tctseg wrote there are skipped or written over.
 
@@ -244,6 +250,8 @@ def predict_cases(
             prediction, probabilities, task_masks = _output_paths(run, case.case_id)
             if not overwrite and _finished(run, case.case_id):
                 result.status = "skipped"
+            elif not overwrite and _complete_reports(run, case):
+                result.status = "completed"  # its label map was there; only the missing reports were made
             else:
                 # listed in index.json before its first file is written, so a run killed in
                 # between leaves no output that this folder's index does not claim
@@ -252,6 +260,8 @@ def predict_cases(
                     result, status="written", prediction=prediction, probabilities=probabilities, task_masks=task_masks)])
                 _predict_case(run, case)
                 result.status = "written"
+            if run.reports is not None and result.status != "skipped":
+                run.reports.finish()  # statistics and qc of every case so far: a killed run keeps them
             result.prediction, result.probabilities, result.task_masks = prediction, probabilities, task_masks
         except OutputError:
             _finish(run, results)  # what is done stays findable
@@ -279,6 +289,24 @@ def _finished(run: _Run, case_id: str) -> bool:
     return all(p is None or p.is_file() for p in _output_paths(run, case_id)) and (
         run.reports is None or run.reports.finished(case_id)
     )
+
+
+def _complete_reports(run: _Run, case: PredictionInput) -> bool:
+    """A case whose label map (and the other NIfTI outputs asked for) this folder already holds
+    but whose reports are partly missing (a run killed before it wrote them, or a rerun that
+    asks for more): make the missing reports from the scan and the label map written, without
+    predicting again. False (predict the case) when a missing report needs the probabilities
+    (``--qc``) or the label map is not there."""
+    from tctseg.data.io import load_volume
+
+    if run.reports is None or not all(p is None or p.is_file() for p in _output_paths(run, case.case_id)):
+        return False
+    if not run.reports.can_complete(case.case_id):
+        return False
+    volume = load_volume(case.image)
+    labels = load_volume(_output_paths(run, case.case_id)[0], integer=True)
+    run.reports.complete(case.case_id, Path(case.image), volume, labels.array)
+    return True
 
 
 def _predict_case(run: _Run, case: PredictionInput) -> None:

@@ -10,7 +10,9 @@
 :class:`CaseReports` is what :func:`~tctseg.inference.predict.predict_cases` calls once per
 predicted case; the files that gather all cases (``statistics.*``, ``qc.json``) keep the
 entries of earlier runs (a rerun that skips finished cases still lists them) and are written
-atomically at the end. A case counts as finished only when every asked-for output exists.
+atomically after each case (a killed run keeps its finished cases' entries). A case counts as
+finished only when every asked-for output exists; one whose label map exists but whose
+statistics, preview or DICOM SEG do not gets only those (:meth:`CaseReports.complete`).
 """
 
 from __future__ import annotations
@@ -112,6 +114,25 @@ class CaseReports:
         if self.options.qc and case_id not in self.quality:
             return False
         return all(p.is_file() for p in self.paths(case_id))
+
+    def can_complete(self, case_id: str) -> bool:
+        """True when every report of ``case_id`` missing now can be made from its label map alone
+        (statistics, preview, DICOM SEG; :meth:`complete`), not from the probabilities (``qc``)."""
+        return not (self.options.qc and case_id not in self.quality)
+
+    def complete(self, case_id: str, image_path: Path, volume: Any, labels: np.ndarray) -> None:
+        """Make the missing label-map reports of a case whose label map was written earlier
+        (a killed run, or a rerun asking for more); those already there are left as they are."""
+        if self.options.statistics and case_id not in self.statistics:
+            self.statistics[case_id] = organ_statistics(labels, volume.array, volume.affine, self.class_names)
+        preview = self.output_dir / f"{case_id}{PREVIEW_SUFFIX}"
+        if self.options.preview and not preview.is_file():
+            png = render_preview(volume.array, labels, volume.affine, self.class_names, self.modality, title=case_id)
+            self._write(preview, lambda tmp: tmp.write_bytes(png))
+        seg_path = self.output_dir / f"{case_id}{DICOM_SEG_SUFFIX}"
+        if self.options.output_format == "dicom-seg" and not seg_path.is_file():
+            seg = segmentation_dataset(Path(image_path), labels, self.class_names, self.algorithm)
+            self._write(seg_path, lambda tmp: seg.save_as(tmp))
 
     def add(
         self,
