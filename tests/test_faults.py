@@ -599,3 +599,184 @@ def test_a_training_waits_for_the_prepare_holding_its_cache_instead_of_failing(t
     assert len(cases) == 3
     assert f"{folder}: in use by another tctseg process (pid {holder.pid}: test holder" in capsys.readouterr().err
     assert not (folder / ".tctseg-lock").exists()
+
+
+# --------------------------------------------------------------------------- issue 31, items 8 and 9
+
+
+LONG = "n" * 300  # one name over the 255 bytes Linux (and most file systems) allow
+
+
+def _scan_values() -> np.ndarray:
+    return phantom_volume(0)[0] * 300.0  # a CT-like scan with something in it
+
+
+def _error_lines(err: str, command: str) -> list[str]:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert "Traceback" not in err, err
+    assert len(lines) == 1 and lines[0].startswith(f"tctseg {command}: error: "), err
+    return lines
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path) -> Path:
+    from tctseg.checkpoint import save_checkpoint
+    from tctseg.methods import build_method
+
+    config = tiny_config("tct")
+    return save_checkpoint({"model": build_method(config).state_dict(), "config": config.to_dict(),
+                            "classes": config.classes, "epoch": 0}, tmp_path / "model.pt")
+
+
+def test_a_path_too_long_to_exist_is_one_line_before_anything_is_written(tmp_path, capsys, tiny_checkpoint):
+    """ENAMETOOLONG (issue 31, item 8) as predict's OUTPUT or INPUT, train's --output or the
+    config's output_dir, report's RUN_DIR and evaluate's --out: exit 2, one line naming the path."""
+    config = write_run_config(tmp_path)
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    nib.save(nib.Nifti1Image(_scan_values(), np.eye(4)), scans / "a.nii.gz")
+    long = tmp_path / LONG
+    cases = {
+        "predict-output": ["predict", str(tiny_checkpoint), str(scans), str(long / "out"), "--modality", "CT", "--no-progress"],
+        "predict-input": ["predict", str(tiny_checkpoint), str(long), str(tmp_path / "out"), "--modality", "CT", "--no-progress"],
+        "train-output": ["train", str(config), "--output", str(long), "--no-progress"],
+        "report": ["report", str(long)],
+        "evaluate": ["evaluate", str(scans), str(scans), "--classes", "a,b", "--out", str(long), "--no-progress"],
+    }
+    for name, argv in cases.items():
+        before = sorted(p.name for p in tmp_path.iterdir())
+        code = main(argv)
+        err = capsys.readouterr().err
+        assert code == 2, (name, err)
+        line = _error_lines(err, argv[0])[0]
+        assert str(long) in line and ": a file or folder name in it is 300 bytes long, over the 255 the file system allows" in line, name
+        assert sorted(p.name for p in tmp_path.iterdir()) == before, name  # nothing created
+    # a run folder made from the config's output_dir: the same line, from the file system's own error
+    code = main(["train", str(config), "--set", f"output_dir={long}", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and LONG in _error_lines(err, "train")[0], err
+
+
+@pytest.mark.parametrize("special", ["fifo", "/dev/null"])
+def test_a_fifo_or_a_device_as_input_is_one_line(tmp_path, capsys, tiny_checkpoint, special):
+    """find_cases listed a FIFO or /dev/null as a folder: NotADirectoryError (issue 31, item 8)."""
+    if special == "fifo":
+        special = tmp_path / "fifo"
+        os.mkfifo(special)
+    code = main(["predict", str(tiny_checkpoint), str(special), str(tmp_path / "out"), "--modality", "CT", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    kind = "a FIFO (named pipe)" if special != "/dev/null" else "a character device"
+    assert _error_lines(err, "predict")[0] == (
+        f"tctseg predict: error: {special}: is {kind}, not a NIfTI file, a folder of scans or a DICOM series folder")
+    assert not (tmp_path / "out").exists()
+
+
+def _read_only(*args, **kwargs):
+    raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+
+def test_a_failed_clean_up_does_not_hide_the_one_line_error(tmp_path, monkeypatch):
+    """On a read-only file system removing the temporary file fails too (EROFS, even for a file
+    that was never created); that second error hid the OutputError (issue 31, item 9)."""
+    import tctseg.checkpoint as checkpoint_module
+    from tctseg.checkpoint import save_checkpoint
+    from tctseg.outputs import write_atomically
+
+    monkeypatch.setattr(pathlib.Path, "unlink", _read_only)
+    with pytest.raises(OutputError, match=r"a\.json: cannot write the file \(Read-only file system\)"):
+        write_atomically(tmp_path / "a.json", _read_only)
+    monkeypatch.setattr(checkpoint_module.torch, "save", _read_only)
+    with pytest.raises(CheckpointError, match=r"last\.pt: cannot write checkpoint \(Read-only file system\)"):
+        save_checkpoint({"epoch": 1}, tmp_path / "last.pt")
+    # and a name too long to create: OutputError, not the clean-up's OSError
+    monkeypatch.undo()
+    with pytest.raises(OutputError, match="File name too long: names may have at most 255 bytes"):
+        write_atomically(tmp_path / f"{LONG}.json", lambda tmp: tmp.write_text("x"))
+
+
+def test_temporary_names_are_short_deterministic_and_beside_the_file():
+    from tctseg.outputs import NAME_MAX, temporary_path
+
+    final = Path("/out") / ("s" * 243 + ".nii.gz")  # a legal 250-byte name
+    tmp = temporary_path(final)
+    assert tmp.parent == final.parent and len(tmp.name.encode()) <= NAME_MAX
+    assert tmp == temporary_path(final) and tmp != temporary_path(final.with_name("t" * 243 + ".nii.gz"))
+    assert ".tmp-" in tmp.name and tmp.name.endswith(".gz") and not tmp.name.endswith(".nii.gz")
+    assert not temporary_path(Path("/run") / ("c" * 250 + ".pt"), keep_suffix=False).name.endswith(".pt")
+    assert temporary_path(Path("/out/a.nii.gz")).name == f".a.nii.gz.tmp-{os.getpid()}.gz"  # short names as before
+
+
+def test_a_scan_named_with_243_characters_is_predicted_byte_for_byte_alike(tmp_path, capsys, tiny_checkpoint):
+    """Its temporary name was 264 bytes: the case could never be written (issue 31, item 9)."""
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    name = "s" * 243
+    nib.save(nib.Nifti1Image(_scan_values(), np.eye(4)), scans / f"{name}.nii.gz")
+    for out in ("out1", "out2"):
+        assert main(["predict", str(tiny_checkpoint), str(scans), str(tmp_path / out), "--modality", "CT",
+                     "--no-progress"]) == 0, capsys.readouterr()
+        assert "1 written" in capsys.readouterr().out
+        assert sorted(p.name for p in (tmp_path / out).iterdir()) == ["index.json", f"{name}.nii.gz"]
+    assert _sha(tmp_path / "out1" / f"{name}.nii.gz") == _sha(tmp_path / "out2" / f"{name}.nii.gz")
+
+
+@pytest.fixture
+def read_only_mount(tmp_path):
+    """A tmpfs at tmp_path/ro: ``make_read_only()`` remounts it read-only (root only; skipped elsewhere)."""
+    mount_point = tmp_path / "ro"
+    mount_point.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(mount_point)], capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield mount_point, lambda: subprocess.run(["mount", "-o", "remount,ro", str(mount_point)], check=True)
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=False)
+
+
+def test_report_and_predict_on_a_read_only_file_system_are_one_line(read_only_mount, capsys, tiny_checkpoint, tmp_path):
+    """A real read-only mount (issue 31, item 9): report checks that the run folder is writable
+    before it reads or draws anything; predict's output folder the same; nothing changes."""
+    mount_point, make_read_only = read_only_mount
+    train, val = memory_cases()
+    run = mount_point / "run"
+    Trainer(tiny_config("tct", epochs=1), run, device="cpu", train_cases=train, val_cases=val, progress=False).fit()
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    nib.save(nib.Nifti1Image(_scan_values(), np.eye(4)), scans / "a.nii.gz")
+    (mount_point / "out").mkdir()
+    make_read_only()
+    before = {p: _sha(p) for p in mount_point.rglob("*") if p.is_file()}
+    assert main(["report", str(run)]) == 2
+    assert _error_lines(capsys.readouterr().err, "report")[0] == (
+        f"tctseg report: error: {run / 'report.html'}: cannot write the report (Read-only file system)")
+    assert main(["predict", str(tiny_checkpoint), str(scans), str(mount_point / "out"), "--modality", "CT",
+                 "--no-progress"]) == 2
+    assert _error_lines(capsys.readouterr().err, "predict")[0] == (
+        f"tctseg predict: error: {mount_point / 'out'}: cannot write the output folder (Read-only file system)")
+    assert {p: _sha(p) for p in mount_point.rglob("*") if p.is_file()} == before
+
+
+def test_an_internal_error_has_its_own_exit_status(monkeypatch, capsys):
+    """A bug (not the user's input) exits 3 with its traceback and one line saying so; 1 stays
+    'some cases failed' (issue 31, smaller). An OSError about the user's file system is exit 2."""
+    import tctseg.commands.report as report_command
+
+    def bug(args):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(report_command, "run", bug)
+    assert main(["report", "somewhere"]) == 3
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "ZeroDivisionError" in err
+    assert err.strip().splitlines()[-1].startswith("tctseg report: internal error: ZeroDivisionError: division by zero")
+    with pytest.raises(ZeroDivisionError):
+        main(["report", "somewhere", "--debug"])
+
+    def read_only(args):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), "/mnt/run/report.html")
+
+    monkeypatch.setattr(report_command, "run", read_only)
+    assert main(["report", "somewhere"]) == 2
+    assert _error_lines(capsys.readouterr().err, "report")[0] == (
+        "tctseg report: error: /mnt/run/report.html: Read-only file system")

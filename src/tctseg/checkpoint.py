@@ -33,6 +33,7 @@ import torch
 
 from tctseg.errors import CheckpointError, ConfigError
 from tctseg.filetypes import HEAD_BYTES, describe_file, is_pickle, is_zip
+from tctseg.outputs import discard, temporary_path
 
 if TYPE_CHECKING:
     from tctseg.config import Config
@@ -60,15 +61,17 @@ def preprocessing_settings(config: Config) -> dict[str, Any]:
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write ``state`` to ``path`` through a temporary file in the same folder, then rename.
 
-    A crash mid-write leaves the previous checkpoint intact.
+    A crash mid-write leaves the previous checkpoint intact. The temporary name never ends in
+    ``.pt`` and is short where the final name is long (:func:`tctseg.outputs.temporary_path`);
+    removing it after a failure is best effort, so the CheckpointError is what is reported.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temporary_path(path, keep_suffix=False)
     try:
         torch.save(state, tmp)
         os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
         raise CheckpointError(f"{path}: cannot write checkpoint ({e.strerror or e})") from None
     return path
 

@@ -4,6 +4,8 @@ started, and write every file atomically with one handling of a full disk."""
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import os
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -24,6 +26,57 @@ def ensure_writable(folder: Path, what: str, name: str | None = None) -> None:
         probe.unlink()
     except OSError as e:
         raise OutputError(f"{name or folder}: cannot write {what} ({e.strerror or e})") from None
+
+
+NAME_MAX = 255  # bytes in one file or folder name (Linux, macOS, Windows' NTFS in UTF-16 units)
+PATH_MAX = 4096  # bytes in a whole path (Linux)
+
+
+def name_too_long(path: str | os.PathLike) -> str | None:
+    """Why ``path`` can never be created or read on this system (a name over :data:`NAME_MAX`
+    bytes, or the whole path over :data:`PATH_MAX`: ENAMETOOLONG), else None."""
+    raw = os.fsencode(path)
+    longest = max((len(part) for part in raw.split(b"/")), default=0)
+    if longest > NAME_MAX:
+        return f"a file or folder name in it is {longest} bytes long, over the {NAME_MAX} the file system allows"
+    if len(raw) > PATH_MAX:
+        return f"the path is {len(raw)} bytes long, over the {PATH_MAX} the system allows"
+    return None
+
+
+def check_name_length(path: str | os.PathLike, what: str = "path") -> None:
+    """Refuse (:class:`OutputError`, one line naming ``path``) a path whose name is too long to
+    exist (:func:`name_too_long`), before anything is read or written."""
+    why = name_too_long(path)
+    if why:
+        raise OutputError(f"{path}: cannot use it as the {what}: {why}")
+
+
+def discard(path: Path) -> None:
+    """Remove ``path`` (a temporary file) if it is there, best effort: on a read-only file system,
+    or where the name could never be created, a failed removal must not hide the error the
+    caller is about to report."""
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
+
+
+def temporary_path(path: Path, keep_suffix: bool = True) -> Path:
+    """The temporary name :func:`write_atomically` writes ``path`` under, in the same folder.
+
+    ``.<name>.tmp-<pid><last suffix>``; where that would be longer than :data:`NAME_MAX` bytes
+    (a final name of ~240 bytes, which is legal), ``.tmp-<16 hex of sha256(name)>-<pid><last
+    suffix>`` instead: short, and the same for the same name (what a file's bytes depend on,
+    like a gzip header, must name the final file, never this one). The last suffix is kept
+    only when short (``np.save`` adds none then), and not at all without ``keep_suffix`` (a
+    checkpoint's temporary file must not end in ``.pt``); the name never ends in ``.nii.gz``.
+    """
+    path = Path(path)
+    suffix = "".join(path.suffixes[-1:]) if keep_suffix else ""
+    name = f".{path.name}.tmp-{os.getpid()}{suffix}"
+    if len(os.fsencode(name)) > NAME_MAX:
+        digest = hashlib.sha256(os.fsencode(path.name)).hexdigest()[:16]
+        name = f".tmp-{digest}-{os.getpid()}{suffix if len(os.fsencode(suffix)) <= 16 else ''}"
+    return path.with_name(name)
 
 
 def check_not_an_output(given: Path, outputs: Iterable[Path], hint: str) -> None:
@@ -49,24 +102,32 @@ def check_not_an_output(given: Path, outputs: Iterable[Path], hint: str) -> None
 def write_atomically(path: Path, write: Callable[[Path], None], what: str = "the file") -> Path:
     """Call ``write(temp_path)`` for a temporary file next to ``path``, then rename it to ``path``.
 
-    The temporary name (``.<name>.tmp-<pid><last suffix>``) keeps the file's last suffix (so
-    ``np.save`` adds none) and never ends in ``.nii.gz``, so a killed run leaves nothing that
-    looks like a case. A failed write (a full disk, an unwritable folder) removes the temporary file, leaves an
-    earlier ``path`` as it was, and raises :class:`OutputError` ``"<path>: cannot write
-    <what> (<reason>)"``: the one handling every file a run writes, like its checkpoints.
+    The temporary name (:func:`temporary_path`: ``.<name>.tmp-<pid><last suffix>``, or a short
+    hash of the name where that would be too long) keeps the file's last suffix (so ``np.save``
+    adds none) and never ends in ``.nii.gz``, so a killed run leaves nothing that looks like a
+    case. A failed write (a full disk, an unwritable or read-only folder, a name too long)
+    removes the temporary file where it can (best effort: :func:`discard`), leaves an earlier
+    ``path`` as it was, and raises :class:`OutputError` ``"<path>: cannot write <what>
+    (<reason>)"``: the one handling every file a run writes, like its checkpoints.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}{''.join(path.suffixes[-1:])}")
+    tmp = temporary_path(path)
     try:
         write(tmp)
         os.replace(tmp, path)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write {what} ({e.strerror or e})") from None
+        discard(tmp)
+        raise OutputError(f"{path}: cannot write {what} ({_reason(e)})") from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
         raise
     return path
+
+
+def _reason(e: OSError) -> str:
+    if e.errno == errno.ENAMETOOLONG:
+        return f"{e.strerror}: names may have at most {NAME_MAX} bytes"
+    return e.strerror or str(e)
 
 
 @contextlib.contextmanager

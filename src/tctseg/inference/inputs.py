@@ -84,15 +84,34 @@ def is_dicom_series_folder(folder: Path) -> bool:
         return False
 
 
+def _special_kind(path: Path) -> str:
+    """What a path that is neither a regular file nor a folder is, in words."""
+    import stat
+
+    mode = path.stat().st_mode
+    for test, kind in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a regular file or folder"
+
+
 def find_cases(path: str | Path) -> list[PredictionInput]:
     """Expand INPUT into cases: a NIfTI file; a folder of NIfTI files; a DICOM series folder;
     or a folder of DICOM series folders (NIfTI files and series folders may sit side by side).
 
-    Raises DataError naming ``path`` when it holds none of these.
+    Raises DataError naming ``path`` when it holds none of these, or is none of these (a FIFO,
+    a device such as ``/dev/null``, a name too long to exist).
     """
     path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: input not found")
+    try:
+        if not path.exists():
+            raise DataError(f"{path}: input not found")
+        kind = None if path.is_file() or path.is_dir() else _special_kind(path)
+    except OSError as e:  # ENAMETOOLONG, a loop of links, ...
+        raise DataError(f"{path}: cannot read the input ({e.strerror or e})") from None
+    if kind:
+        raise DataError(f"{path}: is {kind}, not a NIfTI file, a folder of scans or a DICOM series folder")
     if path.is_file():
         if not path.name.endswith(NIFTI_SUFFIXES):
             raise DataError(f"{path}: not a NIfTI file (.nii, .nii.gz); for DICOM give the series folder")

@@ -38,7 +38,7 @@ import tctseg
 from tctseg.config import read_yaml
 from tctseg.errors import ConfigError, DataError, TctsegError, TctsegWarning
 from tctseg.layout import ExperimentLayout, RunLayout
-from tctseg.outputs import output_errors, write_atomically
+from tctseg.outputs import ensure_writable, output_errors, write_atomically
 from tctseg.report.curves import training_curves_png
 from tctseg.report.document import Block, Heading, Image, Paragraph, Preformatted, Table, render_html, render_markdown
 from tctseg.report.overlays import class_overlays, load_index
@@ -73,6 +73,8 @@ def build_report(run_dir: str | Path) -> Path:
         raise DataError(
             f"{run_dir}: not a run directory (no {signs} in it or its sub-folders, no {results_path.name})"
         )
+    # a read-only or full run folder is one line before anything is read or drawn
+    ensure_writable(run_dir, "the report", name=str(layout.report_html))
     blocks: list[Block] = [
         Paragraph(f"Generated {_dt.datetime.now():%Y-%m-%d %H:%M} by tctseg {tctseg.__version__} from {run_dir.resolve()}."),
     ]
