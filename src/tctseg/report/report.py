@@ -406,12 +406,9 @@ def _metrics_problem(data: Any) -> str | None:
     if per_dataset is not None:
         if not isinstance(per_dataset, dict):
             return f"'per_dataset' is {_kind(per_dataset)}, expected an object of datasets"
-        for name, m in per_dataset.items():
-            if not isinstance(m, dict):
-                return f"'per_dataset.{name}' is {_kind(m)}, expected an object"
-            problem = _per_class_problem(m.get("per_class"), f"per_dataset.{name}.per_class")
-            if problem:
-                return problem
+        problem = _objects_problem(per_dataset, "per_dataset.", "an object")
+        if problem:
+            return problem
     cases = data.get("cases")
     if cases is not None and not (isinstance(cases, list) and all(isinstance(c, dict) for c in cases)):
         return f"'cases' is {_kind(cases)}, expected a list of objects"
@@ -422,10 +419,15 @@ def _results_problem(data: Any) -> str | None:
     """What is wrong with a results.json document (``{method: {per_class, mean_dsc, ...}}``)."""
     if not isinstance(data, dict):
         return f"not a results table: {_kind(data)}, expected an object of methods"
-    for method, result in data.items():
-        if not isinstance(result, dict):
-            return f"'{method}' is {_kind(result)}, expected an object (per_class, mean_dsc, ...)"
-        problem = _per_class_problem(result.get("per_class"), f"{method}.per_class")
+    return _objects_problem(data, "", "an object (per_class, mean_dsc, ...)")
+
+
+def _objects_problem(objects: dict, prefix: str, expected: str) -> str | None:
+    """What is wrong with ``{name: {per_class: ...}, ...}`` (per dataset or per method), if anything."""
+    for name, entry in objects.items():
+        if not isinstance(entry, dict):
+            return f"'{prefix}{name}' is {_kind(entry)}, expected {expected}"
+        problem = _per_class_problem(entry.get("per_class"), f"{prefix}{name}.per_class")
         if problem:
             return problem
     return None
