@@ -474,7 +474,10 @@ def test_a_zip_bomb_checkpoint_is_refused_from_its_directory(tmp_path, tiny_chec
                                               r"536870912 bytes"):
         load_checkpoint(bomb)
     assert decompressed == []  # torch.load never saw it
-    assert main(["predict", str(bomb), str(tmp_path), str(tmp_path / "out"), "--modality", "CT"]) == 2
+    scans = tmp_path / "scans"  # INPUT holds a scan only (predict names other files it finds there)
+    scans.mkdir()
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((8, 8, 4), dtype=np.float32), np.eye(4)), scans / "a.nii.gz")
+    assert main(["predict", str(bomb), str(scans), str(tmp_path / "out"), "--modality", "CT"]) == 2
     err = capsys.readouterr().err
     assert "bomb.pt: refused: archive member" in err and len(err.strip().splitlines()) == 1
 
