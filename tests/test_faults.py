@@ -371,7 +371,7 @@ def test_a_checkpoint_with_code_in_it_is_refused_and_the_code_never_runs(tmp_pat
         evil.write_bytes(pickle.dumps(state))
     with pytest.raises(CheckpointError, match="evil.pt: refused: a checkpoint may hold only weights and plain data, never code"):
         load_checkpoint(evil)
-    assert main(["predict", str(evil), str(tmp_path), str(tmp_path / "out"), "--modality", "CT"]) == 2
+    assert main(["predict", str(evil), str(_scan_folder(tmp_path)), str(tmp_path / "out"), "--modality", "CT"]) == 2
     assert "evil.pt: refused" in capsys.readouterr().err
     assert not marker.exists()
 
@@ -460,6 +460,15 @@ def _zip_bomb(tiny_checkpoint: Path, path: Path, pickle_bytes: int) -> Path:
     return path
 
 
+def _scan_folder(tmp_path: Path) -> Path:
+    """A predict INPUT holding one small scan only (predict names other files it finds in INPUT
+    on a warning line, which would add to the one error line these tests expect)."""
+    scans = tmp_path / "scans"
+    scans.mkdir(exist_ok=True)
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((8, 8, 4), dtype=np.float32), np.eye(4)), scans / "a.nii.gz")
+    return scans
+
+
 def test_a_zip_bomb_checkpoint_is_refused_from_its_directory(tmp_path, tiny_checkpoint, capsys, monkeypatch):
     """512 MB of pickle in a ~0.5 MB file (the issue's was 1.6 GB in 1.8 MB): refused before any byte
     is decompressed."""
@@ -474,10 +483,7 @@ def test_a_zip_bomb_checkpoint_is_refused_from_its_directory(tmp_path, tiny_chec
                                               r"536870912 bytes"):
         load_checkpoint(bomb)
     assert decompressed == []  # torch.load never saw it
-    scans = tmp_path / "scans"  # INPUT holds a scan only (predict names other files it finds there)
-    scans.mkdir()
-    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((8, 8, 4), dtype=np.float32), np.eye(4)), scans / "a.nii.gz")
-    assert main(["predict", str(bomb), str(scans), str(tmp_path / "out"), "--modality", "CT"]) == 2
+    assert main(["predict", str(bomb), str(_scan_folder(tmp_path)), str(tmp_path / "out"), "--modality", "CT"]) == 2
     err = capsys.readouterr().err
     assert "bomb.pt: refused: archive member" in err and len(err.strip().splitlines()) == 1
 
@@ -516,7 +522,7 @@ def test_a_file_that_is_not_a_checkpoint_is_named_for_what_it_is(tmp_path, capsy
     with pytest.raises(CheckpointError) as caught:
         load_checkpoint(path)
     assert str(caught.value) == f"{path}: not a tctseg checkpoint: {kind}"
-    assert main(["predict", str(path), str(tmp_path), str(tmp_path / "out"), "--modality", "CT"]) == 2
+    assert main(["predict", str(path), str(_scan_folder(tmp_path)), str(tmp_path / "out"), "--modality", "CT"]) == 2
     assert capsys.readouterr().err.strip() == f"tctseg predict: error: {path}: not a tctseg checkpoint: {kind}"
 
 
