@@ -285,7 +285,7 @@ def test_compare_refuses_minilm_in_place_of_the_authors_clip_embeddings(tmp_path
 def test_results_json_records_the_clip_embeddings_of_the_runs(tmp_path):
     from tctseg.compare.experiments import write_results
 
-    record = {"source": "file", "chosen_by": "method.options.text_embeddings", "path": "/x/organs.pt", "sha256": "ab"}
+    record = {"source": "file", "chosen_by": "method.options.text_embeddings", "path": "x/organs.pt", "sha256": "ab"}
     runs = [{"per_class": {}, "mean_dsc": 0.5, "text_embeddings": record},
             {"per_class": {}, "mean_dsc": 0.7, "text_embeddings": dict(record)}]
     write_results({"clip": runs, "tal": [{"per_class": {}, "mean_dsc": 0.6}]}, CLASSES, tmp_path / "results.json")
