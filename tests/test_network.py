@@ -26,6 +26,21 @@ def test_paper_convolution_channels_follow_table_6():
     ]
 
 
+
+def test_published_stage_channels_are_what_each_stage_outputs():
+    net = UNet3D(width=4, depth=4).eval()
+    seen = {}
+
+    def record(kind, index, features):
+        seen[kind, index] = features.shape[1]
+        return features
+
+    net.forward_stages(torch.randn(1, 1, 8, 8, 8), record)
+    assert seen == {(kind, index): net.stage_channels(kind, index) for kind, index in seen}
+    assert (net.encoder_channels, net.bottleneck_channels, net.decoder_channels) == ((4, 8, 16), 32, (16, 8, 4))
+    assert net.out_channels == 4
+
+
 def test_training_returns_main_and_auxiliary_logits():
     net = SegmentationNetwork(num_classes=3, width=4, depth=3).train()
     out = net(torch.randn(2, 1, 16, 16, 8))

@@ -114,7 +114,7 @@ class CLIPDrivenMethod(TaskPromptedMethod):
         # where the embeddings came from (text_embeddings.source_record); saved in checkpoints
         self.text_embeddings_source = dict(text_embeddings_source or source_record(text_embeddings, "given", "the caller"))
         self.network = backbone
-        bottleneck_channels = backbone.width * 2 ** (backbone.depth - 1)
+        bottleneck_channels = backbone.bottleneck_channels
         self.register_buffer("text_embeddings", text_embeddings.float().clone())
         self.text_to_vision = nn.Linear(text_embeddings.shape[1], vision_channels)
         image_code = nn.Sequential(  # the official GAP: norm, ReLU, pool, then the 256-channel projection

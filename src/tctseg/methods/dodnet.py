@@ -62,8 +62,8 @@ class DoDNetMethod(TaskPromptedMethod):
         super().__init__()
         self.num_classes = num_classes
         self.network = backbone
-        bottleneck_channels = backbone.width * 2 ** (backbone.depth - 1)
-        self.heads = ControlledDynamicHeads(backbone.out_channels, bottleneck_channels, num_classes, head_channels)
+        self.heads = ControlledDynamicHeads(backbone.out_channels, backbone.bottleneck_channels, num_classes,
+                                            head_channels)
         self.register_buffer("task_codes", torch.eye(num_classes), persistent=False)
 
     @classmethod

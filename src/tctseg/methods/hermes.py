@@ -189,15 +189,6 @@ def fusion_points(depth: int) -> list[tuple[str, int]]:
     return [*encoder, ("bottleneck", 0), *decoder]
 
 
-def stage_channels(width: int, kind: str, index: int, depth: int) -> int:
-    """Output channels of a U-Net stage (see :class:`~tctseg.network.UNet3D`)."""
-    if kind == "encoder":
-        return width * 2**index
-    if kind == "bottleneck":
-        return width * 2 ** (depth - 1)
-    return width * 2 ** (depth - 2 - index)
-
-
 @register_method
 class HermesMethod(TaskPromptedMethod):
     name = "hermes"
@@ -223,11 +214,11 @@ class HermesMethod(TaskPromptedMethod):
         self.points = fusion_points(backbone.depth)
         self.fusions = nn.ModuleDict()
         for kind, index in self.points:
-            channels = stage_channels(backbone.width, kind, index, backbone.depth)
+            channels = backbone.stage_channels(kind, index)
             n_blocks = 2 * blocks if kind == "bottleneck" else blocks
             self.fusions[f"{kind}{index}"] = PriorFusion(channels, num_classes, len(self.modalities), n_blocks,
                                                          modality_tokens)
-        token_channels = sum(stage_channels(backbone.width, k, i, backbone.depth) for k, i in self.points)
+        token_channels = sum(backbone.stage_channels(kind, index) for kind, index in self.points)
         self.modality_classifier = ModalityClassifier(token_channels, len(self.modalities))
         self.modality_loss_weight = modality_loss_weight
         features = backbone.out_channels

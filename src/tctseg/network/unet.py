@@ -95,7 +95,23 @@ class UNet3D(nn.Module):
         for skip in reversed(skips):
             self.decoder.append(ConvBlock(channels + skip, skip, skip, norm))
             channels = skip
-        self.out_channels = width
+        # the channel counts, published for the heads and fusions that sit on a stage (as
+        # dynamic-network-architectures' decoder reads ``encoder.output_channels``)
+        self.encoder_channels = tuple(skips)
+        self.bottleneck_channels = skips[-1] * 2
+        self.decoder_channels = tuple(reversed(skips))
+        self.out_channels = self.decoder_channels[-1]
+
+    def stage_channels(self, kind: str, index: int) -> int:
+        """Output channels of stage ``index`` of ``kind`` (``encoder``, ``bottleneck``,
+        ``decoder``: the names :meth:`forward_stages` hands its hook)."""
+        if kind == "encoder":
+            return self.encoder_channels[index]
+        if kind == "bottleneck":
+            return self.bottleneck_channels
+        if kind == "decoder":
+            return self.decoder_channels[index]
+        raise ValueError(f"unknown U-Net stage kind {kind!r}; expected encoder, bottleneck or decoder")
 
     @property
     def divisor(self) -> int:
