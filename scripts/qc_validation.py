@@ -7,7 +7,7 @@ beside its two QC signals: the two-head agreement (checkpoints with auxiliary he
 the confidence baseline (mean max-softmax probability inside the predicted organ; an organ
 predicted nowhere has no confidence and counts as 0, the least trust). Over the pairs:
 Spearman's ρ(signal, DSC) and the AUROC of a low signal for DSC < 0.7
-(:mod:`tctseg.evaluation.ranking`), both signals on the same pairs, plus the confidence alone
+(:mod:`tctseg.metrics.ranking`), both signals on the same pairs, plus the confidence alone
 over every checkpoint's pairs. A checkpoint whose predictions equal an earlier one's (a
 best checkpoint that is also the last, or the same run under two names) is left out, so no
 pair is counted twice. Writes ``qc_validation.json`` (every pair) and
@@ -30,8 +30,8 @@ import numpy as np
 from tctseg.config import load_config
 from tctseg.data.conversion import find_cases
 from tctseg.data.io import load_volume
-from tctseg.evaluation.metrics import dice
-from tctseg.evaluation.ranking import auroc_for_low, spearman
+from tctseg.metrics.masks import dice
+from tctseg.metrics.ranking import auroc_for_low, spearman
 from tctseg.inference import PredictionInput, predict_cases
 from tctseg.inference.quality import QC_JSON
 from tctseg.predict_options import DEFAULT_QC_THRESHOLD, ReportOptions

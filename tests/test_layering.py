@@ -1,6 +1,8 @@
 """The package's import layering, read from the source with ``ast`` (every import, also the
 ones inside functions): no module imports a layer above its own, and no modules import each
-other in a circle. docs/DESIGN.md ("Import layers") lists the same layers."""
+other in a circle. Importing ``a.b.c`` runs ``a/__init__`` and ``a/b/__init__`` first, so it
+counts as importing those packages too (an upward import or a circle through a package's
+``__init__`` is found). docs/DESIGN.md ("Import layers") lists the same layers."""
 
 from __future__ import annotations
 
@@ -13,14 +15,14 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS: list[tuple[str, ...]] = [
     ("tctseg", "tctseg.errors", "tctseg.settings", "tctseg.config", "tctseg.outputs", "tctseg.locking",
      "tctseg.filetypes", "tctseg.organs", "tctseg.predict_options", "tctseg.layout", "tctseg.devices"),
-    ("tctseg.network", "tctseg.losses", "tctseg.evaluation.metrics", "tctseg.evaluation.ranking", "tctseg.data.io",
+    ("tctseg.network", "tctseg.losses", "tctseg.metrics", "tctseg.data", "tctseg.data.io",
      "tctseg.data.dicom_geometry", "tctseg.data.conversion", "tctseg.data.phantom", "tctseg.data.augment"),
     ("tctseg.preprocessing",),
-    ("tctseg.data", "tctseg.data.sampler", "tctseg.methods"),
+    ("tctseg.data.sampler", "tctseg.methods"),
     ("tctseg.checkpoint",),
     ("tctseg.inference",),
     ("tctseg.training",),
-    ("tctseg.evaluation", "tctseg.evaluation.evaluate"),
+    ("tctseg.evaluation",),
     ("tctseg.report",),
     ("tctseg.experiment",),
     ("tctseg.compare",),
@@ -39,8 +41,21 @@ def module_names() -> dict[str, Path]:
 
 def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     """The tctseg modules ``name`` imports: ``from a.b import c`` counts as ``a.b.c`` when that
-    is a module, else as ``a.b``."""
+    is a module, else as ``a.b``; and each imported module's packages (``a``, ``a.b``: their
+    ``__init__`` runs first), except ``name`` itself and its own packages, which Python has
+    run before ``name``."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = _direct_imports(path, package, modules)
+    own = {".".join(name.split(".")[:i]) for i in range(1, len(name.split(".")) + 1)}
+    for imported in list(found):
+        parts = imported.split(".")
+        found.update(p for i in range(1, len(parts)) if (p := ".".join(parts[:i])) in modules and p not in own)
+    return found
+
+
+def _direct_imports(path: Path, package: str, modules: dict[str, Path]) -> set[str]:
+    """The tctseg modules ``path``'s import statements name (``package``: the package that
+    relative imports start from)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
@@ -154,3 +169,36 @@ def test_the_checks_catch_an_upward_import_and_a_circle(tmp_path, monkeypatch):
         assert "['tctseg.errors', 'tctseg.settings']" in str(error)
     else:
         raise AssertionError("the planted circle was not found")
+
+
+def test_the_checks_follow_a_package_init(tmp_path, monkeypatch):
+    """Importing a low module ``low.metrics`` runs ``low/__init__``, which imports a high module:
+    the import counts as one of ``low`` too, so the upward import and the circle through the
+    ``__init__`` are found; a module's import of a sibling does not count its own package."""
+    package = tmp_path / "tctseg"
+    for folder in ("low", "mid"):
+        (package / folder).mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "low" / "__init__.py").write_text("from tctseg.low import table\n")
+    (package / "low" / "table.py").write_text("from tctseg.mid import user\nfrom tctseg.low.metrics import dice\n")
+    (package / "low" / "metrics.py").write_text("dice = 1\n")
+    (package / "mid" / "__init__.py").write_text("")
+    (package / "mid" / "user.py").write_text("def f():\n    from tctseg.low.metrics import dice\n")
+    monkeypatch.setitem(globals(), "SRC", tmp_path)
+    monkeypatch.setitem(globals(), "LAYERS", [("tctseg", "tctseg.low.metrics"), ("tctseg.mid",), ("tctseg.low",)])
+    modules = module_names()
+    assert imports_of("tctseg.mid.user", modules["tctseg.mid.user"], modules) == {"tctseg.low.metrics", "tctseg.low"}
+    assert imports_of("tctseg.low.table", modules["tctseg.low.table"], modules) == {
+        "tctseg.mid.user", "tctseg.mid", "tctseg.low.metrics"}
+    try:
+        test_no_module_imports_a_layer_above_its_own()
+    except AssertionError as error:
+        assert "tctseg.mid.user (layer 1) imports tctseg.low (layer 2)" in str(error)
+    else:
+        raise AssertionError("the upward import through low/__init__ was not found")
+    try:
+        test_no_import_circles()
+    except AssertionError as error:
+        assert "['tctseg.low', 'tctseg.low.table', 'tctseg.mid.user']" in str(error)
+    else:
+        raise AssertionError("the circle through low/__init__ was not found")

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from tctseg.evaluation.metrics import dice, hd95, image_diagonal_mm
+from tctseg.metrics.masks import dice, hd95, image_diagonal_mm
 
 SPACING = (1.0, 1.0, 3.0)  # 1 mm in-plane, 3 mm slices
 

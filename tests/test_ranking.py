@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from tctseg.evaluation.ranking import auroc_for_low, spearman
+from tctseg.metrics.ranking import auroc_for_low, spearman
 
 
 def test_auroc_counts_pairs_of_poor_and_good_predictions_by_hand():

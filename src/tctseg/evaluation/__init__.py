@@ -1,5 +1,7 @@
-"""DSC / HD95 metrics and evaluation tables (see :mod:`tctseg.evaluation.metrics` for the
-empty-mask convention and :mod:`tctseg.evaluation.evaluate` for folders and outputs)."""
+"""Evaluation tables: DSC / HD95 per case and class over prediction folders
+(:mod:`tctseg.evaluation.evaluate`, folders and outputs). The metrics themselves live below
+inference and training in :mod:`tctseg.metrics.masks` (the empty-mask convention); ``dice``,
+``hd95`` and ``image_diagonal_mm`` are re-exported here for ``from tctseg.evaluation import dice``."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from tctseg.evaluation.evaluate import (
     write_json,
     write_markdown,
 )
-from tctseg.evaluation.metrics import dice, hd95, image_diagonal_mm
+from tctseg.metrics.masks import dice, hd95, image_diagonal_mm
 
 __all__ = [
     "CaseClassMetric",

@@ -11,7 +11,7 @@ truth already holds global ids). Files are matched by case id (the file name wit
 only on the classes its dataset annotates (``annotated``), with the voxel spacing of the
 ground truth's affine (its column lengths, as everywhere in tctseg: not the header's pixdim,
 which may disagree with the sform or be NaN), using the metrics and empty-mask convention of
-:mod:`tctseg.evaluation.metrics` (so no value is NaN).
+:mod:`tctseg.metrics.masks` (so no value is NaN).
 
 Means: a class's mean is over the cases that annotate it; a dataset's mean DSC / HD95 is the
 mean of its per-class means (every class weighs the same, however many cases annotate it).
@@ -44,7 +44,7 @@ from tqdm import tqdm
 from tctseg.data.conversion.common import UNLABELLED_NAMES, relabel
 from tctseg.data.io import affine_spacing, is_nifti
 from tctseg.errors import DataError, LabelError
-from tctseg.evaluation.metrics import dice, hd95
+from tctseg.metrics.masks import dice, hd95
 from tctseg.inference import inputs
 
 CONVENTION = (

@@ -66,7 +66,7 @@ def ensemble_agreement(member_labels: Sequence[np.ndarray], num_classes: int) ->
     """Per class c = 1..N, the mean over member pairs i < j of DSC(labels_i == c, labels_j == c).
 
     ``member_labels``: two or more label maps ``[X, Y, Z]`` of one scan (ids 0..N). A pair
-    where neither member predicts the class scores 1 (:func:`~tctseg.evaluation.metrics.dice`'s
+    where neither member predicts the class scores 1 (:func:`~tctseg.metrics.masks.dice`'s
     rule). Returns N floats in [0, 1].
     """
     if len(member_labels) < 2:
@@ -105,7 +105,7 @@ def organ_quality(
     softmax channels, or C = N task sigmoids with ``task_probabilities``); ``aux_masks`` bool
     ``[N, X, Y, Z]`` or None (no auxiliary heads: ``agreement`` null, never flagged by it).
     """
-    from tctseg.evaluation.metrics import dice  # torch and MONAI: imported when used
+    from tctseg.metrics.masks import dice  # torch and MONAI: imported when used
 
     offset = 1 if task_probabilities else 0  # channel of class c
     out: dict[str, dict[str, Any]] = {}

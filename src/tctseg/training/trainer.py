@@ -545,7 +545,7 @@ class Trainer:
         ``val_ath_dice_mean``: ATH j's own mask ``g^j > g^0`` against the label of class j,
         so that a reader sees whether the teachers are any good before they teach.
         """
-        from tctseg.evaluation.metrics import dice
+        from tctseg.metrics.masks import dice
         from tctseg.inference.sliding_window import sliding_window_probabilities
 
         method = dist_utils.unwrap_model(self.model)
