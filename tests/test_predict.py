@@ -306,7 +306,7 @@ def test_a_write_that_fails_midway_leaves_no_file_at_the_final_path(tmp_path):
     assert target.read_bytes() == b"complete" and list(tmp_path.iterdir()) == [target]
 
 
-def test_labelled_inputs_carry_label_and_dataset_into_the_index(tmp_path):
+def test_labelled_inputs_carry_label_dataset_and_modality_into_the_index(tmp_path):
     scan = write_volume(tmp_path / "scan_0000.nii.gz")
     label = tmp_path / "scan_label.nii.gz"
     out = tmp_path / "out"
@@ -324,6 +324,7 @@ def test_labelled_inputs_carry_label_and_dataset_into_the_index(tmp_path):
         "prediction": str((out / "case7.nii.gz").resolve()),
         "label": str(label.resolve()),
         "dataset": "phantom",
+        "modality": "CT",  # the training data's (kits19), as predict took it; the report draws by it
         "models": [{"checkpoint": None, "sha256": None}],  # a model given in memory has no file to name
     }
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tctseg.preprocessing import normalise_ct, normalise_mr, plan_geometry, to_original, to_prepared
+from tctseg.preprocessing.intensity import display_window
 
 
 def test_ct_clip_and_scale():
@@ -24,6 +25,17 @@ def test_mr_percentile_scaling():
     assert flat[0] == 0 and flat[1000] == 1 and flat[5] == 0 and flat[995] == 1
     assert np.isclose(flat[500], 0.5)
     assert normalise_mr(np.full((2, 2, 2), 7.0), (0.5, 99.5)).max() == 0  # flat volume: no division by 0
+
+
+def test_display_window_follows_the_recorded_modality_not_the_values():
+    hu = np.array([-1000.0, -1000.0, 40.0, 60.0, 300.0])  # air and soft tissue in HU
+    assert display_window(hu, "CT") == (-160.0, 240.0)  # W 400, L 40
+    assert display_window(np.array([0.0, 500.0, 900.0]), "CT") == (-160.0, 240.0)
+    low, high = display_window(hu, "MR")  # no absolute scale: the 1st-99th percentile
+    assert (low, high) == tuple(float(v) for v in np.percentile(hu, [1, 99]))
+    assert display_window(hu, None) == (low, high)  # not recorded: no scale assumed either
+    assert display_window(np.full(4, 7.0), "MR") == (7.0, 8.0)  # flat: one unit wide
+    assert display_window(np.zeros(0), "CT") == (0.0, 1.0)
 
 
 def test_prepared_affine_maps_voxel_centres_to_world():

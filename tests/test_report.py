@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tctseg.cli import main
-from tctseg.errors import TctsegWarning
+from tctseg.errors import DataError, TctsegWarning
 from tctseg.evaluation.evaluate import evaluate_folders, write_json
 from tctseg.report import build_report, class_overlays, load_index
 
@@ -112,6 +112,30 @@ def test_overlay_picks_largest_ground_truth_slice(tmp_path):
     # the prediction is the GT shifted by one voxel along X: a 6x6 square overlaps 5x6
     spleen = next(o for o in overlays if o.class_name == "spleen")
     assert spleen.dsc_on_slice == 2 * 30 / 72
+
+
+def test_overlays_are_drawn_in_the_recorded_modality_window(tmp_path):
+    root = _fake_run(tmp_path)
+    index_path = root / "tct" / "predictions" / "index.json"
+    image = tmp_path / "data" / "images" / "case_b_0000.nii.gz"  # the liver's slice: HU-like air around the body
+    _save(image, np.asarray(nib.load(str(image)).dataobj) - 1000.0, np.float32)
+    index = json.loads(index_path.read_text())
+    drawn = {}
+    for modality in ("CT", "MR", None):
+        for entry in index:
+            entry.pop("modality", None)
+            if modality is not None:
+                entry["modality"] = modality
+        index_path.write_text(json.dumps(index))
+        drawn[modality] = {o.class_name: o.png for o in class_overlays(load_index(index_path), CLASSES)}
+    assert drawn["CT"]["liver"] != drawn["MR"]["liver"]  # the values look like CT; the record decides
+    assert drawn[None] == drawn["MR"]  # not recorded and no default: the percentile window
+    by_run = class_overlays(load_index(index_path), CLASSES, default_modality="CT")
+    assert {o.class_name: o.png for o in by_run} == drawn["CT"]  # an older index: the run's modality
+    index[0]["modality"] = "PET"
+    index_path.write_text(json.dumps(index))
+    with pytest.raises(DataError, match=r"entry 0 is malformed \(ValueError: modality 'PET' is not CT or MR\)"):
+        load_index(index_path)
 
 
 def test_single_method_run_without_predictions(tmp_path):

@@ -34,7 +34,7 @@ TASK_THRESHOLD = 0.5  # a task's voxel is in its mask when σ_c > ½ (the author
 class PredictionResult:
     """What happened to one case. ``status``: ``written`` | ``skipped`` (output existed) | ``failed``.
     ``models``: the ``{checkpoint, sha256}`` of each model that predicted it in this run (None when
-    this run did not predict it)."""
+    this run did not predict it); ``modality``: the scan's (CT or MR), as predict was given it."""
 
     case_id: str
     image: Path
@@ -47,6 +47,7 @@ class PredictionResult:
     error: str | None = None
     seconds: float = 0.0
     models: list[dict[str, str | None]] | None = None
+    modality: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -137,11 +138,11 @@ def _exists(output_dir: Path, listed: Any) -> bool:
 
 
 def write_index(output_dir: Path, results: Sequence[PredictionResult]) -> Path:
-    """``<output_dir>/index.json``: ``[{case_id, image, prediction[, probabilities, task_masks, label, dataset, models]}]``.
+    """``<output_dir>/index.json``: ``[{case_id, image, prediction[, probabilities, task_masks, label, dataset, modality, models]}]``.
 
     ``models``: the checkpoints that predicted the case, ``[{checkpoint, sha256}]`` (one, or an
     ensemble's members; both null for a model given in memory); a skipped case keeps its
-    earlier entry's.
+    earlier entry's. ``modality``: the scan's, which the report's overlays are drawn by.
 
     The index is also the record of which files in the folder tctseg wrote
     (:func:`check_own_outputs`). Entries of earlier runs whose prediction file still exists
@@ -170,6 +171,8 @@ def write_index(output_dir: Path, results: Sequence[PredictionResult]) -> Path:
             entry["label"] = str(Path(r.label).resolve())
         if r.dataset is not None:
             entry["dataset"] = r.dataset
+        if r.modality is not None:
+            entry["modality"] = r.modality
         if r.models is not None:
             entry["models"] = r.models
         elif "models" in earlier:  # skipped: predicted by an earlier run

@@ -242,7 +242,8 @@ def predict_cases(
     for case in bar:
         bar.set_postfix_str(case.case_id)
         start = time.perf_counter()
-        result = PredictionResult(case.case_id, Path(case.image), "failed", label=case.label, dataset=case.dataset)
+        result = PredictionResult(case.case_id, Path(case.image), "failed", label=case.label, dataset=case.dataset,
+                                  modality=modality)
         try:
             if case.case_id in seen:
                 raise DataError(f"{case.image}: case id {case.case_id!r} is also the id of {seen[case.case_id]}")

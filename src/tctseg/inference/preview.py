@@ -7,8 +7,9 @@ the organs with their volumes, and the patient's directions at the edges. Radiol
 the patient's right on the viewer's left (axial, coronal), anterior on the left (sagittal),
 anterior and superior up; each plane at its true aspect ratio from the voxel spacing.
 
-Grey window: CT soft tissue (W 400, L 40 HU: -160..240); MR the 1st–99th percentile of the
-scan (MR intensities have no absolute scale).
+Grey window by the modality predict was given (``--modality``, else the training data's):
+CT soft tissue (W 400, L 40 HU: -160..240); MR the 1st–99th percentile of the scan
+(:func:`tctseg.preprocessing.intensity.display_window`, which the report's overlays use too).
 """
 
 from __future__ import annotations
@@ -25,19 +26,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
 from tctseg.organs import display_name, organ  # noqa: E402
+from tctseg.preprocessing.intensity import display_window  # noqa: E402
 
 PREVIEW_SUFFIX = "_preview.png"
-CT_SOFT_TISSUE_WINDOW = (-160.0, 240.0)  # W 400, L 40 HU
-MR_PERCENTILE_WINDOW = (1.0, 99.0)
 ORGAN_OPACITY = 0.45
-
-
-def grey_window(image: np.ndarray, modality: str) -> tuple[float, float]:
-    """Display range of the scan: the CT soft-tissue window, or the MR scan's percentile window."""
-    if modality == "CT":
-        return CT_SOFT_TISSUE_WINDOW
-    low, high = (float(v) for v in np.percentile(image, MR_PERCENTILE_WINDOW))
-    return low, high if high > low else low + 1.0
 
 
 def organ_centre(labels: np.ndarray) -> tuple[int, int, int]:
@@ -63,7 +55,7 @@ def render_preview(
     grey = np.asarray(ras_image.dataobj, dtype=np.float32)
     lab = np.asarray(ras_labels.dataobj)
     sx, sy, sz = (float(z) for z in ras_image.header.get_zooms()[:3])
-    low, high = grey_window(grey, modality)
+    low, high = display_window(grey, modality)
     cx, cy, cz = organ_centre(lab)
     colours = np.zeros((len(class_names) + 1, 4), dtype=np.float32)
     for class_id, name in enumerate(class_names, start=1):

@@ -1,8 +1,9 @@
 """PNG overlays of prediction against ground truth, one representative slice per organ.
 
 For each class, the case and axial slice with the largest ground-truth area of that class
-(among the cases that annotate it) is drawn: the image in grey (CT: soft-tissue window;
-otherwise the slice's 1st–99th percentile), the ground-truth contour in green and the
+(among the cases that annotate it) is drawn: the image in grey (the window of the case's
+recorded modality, :func:`tctseg.preprocessing.intensity.display_window`: CT the soft-tissue
+window, MR the slice's 1st–99th percentile), the ground-truth contour in green and the
 prediction contour in red, cropped around both, in radiological view (patient's right on
 the left, anterior up).
 
@@ -16,8 +17,14 @@ The cases come from ``<method_dir>/predictions/index.json``, written by ``tctseg
        "prediction": "phantom/case_00001.nii.gz",          # the predicted label map
        "label_map": {"1": "liver", "2": "spleen"},          # optional: ground-truth id →
                                                            #   class; default global ids
-       "annotated": ["liver", "spleen"]}                    # optional: default every class
-    ]                                                      #   the label map reaches
+       "annotated": ["liver", "spleen"],                    # optional: default every class
+                                                           #   the label map reaches
+       "modality": "CT"}                                    # optional: CT or MR, as predict
+    ]                                                      #   was given it
+
+An entry without ``modality`` (an index written before predict recorded it) is drawn in the
+run's modality as predict would have taken it (its training data's), when the caller gives
+one (``default_modality``); otherwise in the percentile window.
 
 Relative paths are relative to the folder holding ``index.json``. The file may also be a
 mapping ``{"cases": [...]}``. Image, label and prediction share one voxel grid (predict
@@ -44,6 +51,8 @@ from matplotlib.lines import Line2D  # noqa: E402
 from tctseg.data.io import Volume, load_volume  # noqa: E402
 from tctseg.errors import DataError  # noqa: E402
 from tctseg.evaluation.evaluate import annotated_classes, to_global_ids  # noqa: E402
+from tctseg.preprocessing.intensity import display_window  # noqa: E402
+from tctseg.settings import MODALITIES  # noqa: E402
 
 GT_COLOUR = "#00d000"
 PRED_COLOUR = "#ff2020"
@@ -60,6 +69,7 @@ class PredictionRecord:
     prediction: Path
     label_map: dict[int, str] | None = None
     annotated: list[str] | None = None
+    modality: str | None = None  # CT or MR as predict was given it; None in an older index
 
 
 @dataclass
@@ -95,6 +105,9 @@ def load_index(index_path: str | Path) -> list[PredictionRecord]:
     for i, entry in enumerate(entries):
         try:
             label_map = entry.get("label_map")
+            modality = entry.get("modality")
+            if modality is not None and modality not in MODALITIES:
+                raise ValueError(f"modality {modality!r} is not {' or '.join(MODALITIES)}")
             records.append(
                 PredictionRecord(
                     case_id=str(entry["case_id"]),
@@ -104,6 +117,7 @@ def load_index(index_path: str | Path) -> list[PredictionRecord]:
                     prediction=base / entry["prediction"],
                     label_map={int(k): str(v) for k, v in label_map.items()} if label_map else None,
                     annotated=list(entry["annotated"]) if entry.get("annotated") else None,
+                    modality=modality,
                 )
             )
         except (KeyError, TypeError, AttributeError, ValueError) as e:
@@ -112,12 +126,14 @@ def load_index(index_path: str | Path) -> list[PredictionRecord]:
 
 
 def class_overlays(
-    records: list[PredictionRecord], classes: list[str], problems: list[str] | None = None
+    records: list[PredictionRecord], classes: list[str], problems: list[str] | None = None,
+    default_modality: str | None = None,
 ) -> list[Overlay]:
     """One overlay per class that some case's ground truth contains (in ``classes`` order).
 
     A case whose files cannot be read is skipped; its error message is appended to
-    ``problems`` (when given) so the report can say so.
+    ``problems`` (when given) so the report can say so. Each is drawn in its record's
+    modality, else ``default_modality`` (for an index that does not record it).
     """
     best: dict[str, tuple[int, int, int]] = {}  # class → (area, record index, slice)
     for i, record in enumerate(records):
@@ -153,7 +169,8 @@ def class_overlays(
         title = f"{name} — {records[i].case_id}, axial slice {z}"
         overlays.append(
             Overlay(name, records[i].case_id, records[i].dataset, z, area, float(overlap),
-                    render_overlay(image[:, :, z], gt_slice, pred_slice, spacing_xy, title))
+                    render_overlay(image[:, :, z], gt_slice, pred_slice, spacing_xy, title,
+                                   records[i].modality or default_modality))
         )
     return overlays
 
@@ -164,9 +181,11 @@ def render_overlay(
     pred_slice: np.ndarray,
     spacing_xy: tuple[float, float] = (1.0, 1.0),
     title: str = "",
+    modality: str | None = None,
 ) -> bytes:
-    """PNG bytes of one RAS axial slice ``[X, Y]`` with GT (green) and prediction (red) contours."""
-    low, high = display_window(np.asarray(image_slice, dtype=np.float32))
+    """PNG bytes of one RAS axial slice ``[X, Y]`` with GT (green) and prediction (red) contours,
+    in the grey window of ``modality`` (CT, MR, or None: not recorded)."""
+    low, high = display_window(np.asarray(image_slice, dtype=np.float32), modality)
     crop = _crop_box(gt_slice | pred_slice)
     # radiological view: rows = Y (anterior up with origin="lower"), columns = X flipped
     # so that the patient's right (+X in RAS) is on the viewer's left.
@@ -189,16 +208,6 @@ def render_overlay(
     fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     return buffer.getvalue()
-
-
-def display_window(image_slice: np.ndarray) -> tuple[float, float]:
-    """Grey-value window: CT soft tissue (W 400, L 40 HU) for HU images, else 1st–99th percentile."""
-    if image_slice.size == 0:
-        return 0.0, 1.0
-    low, high = (float(v) for v in np.percentile(image_slice, [1, 99]))
-    if low < -500:  # air in Hounsfield units: a CT slice
-        return -160.0, 240.0
-    return low, high if high > low else low + 1.0
 
 
 def _crop_box(mask: np.ndarray) -> tuple[slice, slice]:

@@ -35,8 +35,9 @@ from typing import Any
 
 
 import tctseg
-from tctseg.config import read_yaml
+from tctseg.config import config_from_dict, read_yaml
 from tctseg.errors import ConfigError, DataError, TctsegError, TctsegWarning
+from tctseg.inference.predict import training_modality
 from tctseg.layout import ExperimentLayout, RunLayout
 from tctseg.outputs import ensure_writable, output_errors, write_atomically
 from tctseg.report.curves import training_curves_png
@@ -158,7 +159,7 @@ def _method_section(method_dir: Path, metrics: dict[str, Any] | None, prefix: st
         blocks.append(Paragraph(f"No {progress_png.name} or {log_csv.name}."))
 
     blocks.append(Heading(3, "Prediction vs ground truth"))
-    blocks += _overlay_blocks(method_dir, classes, prefix, problems)
+    blocks += _overlay_blocks(method_dir, classes, _config_modality(config_text), prefix, problems)
 
     blocks.append(Heading(3, "Configuration"))
     config_path = run.config_yaml
@@ -172,7 +173,9 @@ def _method_section(method_dir: Path, metrics: dict[str, Any] | None, prefix: st
     return blocks
 
 
-def _overlay_blocks(method_dir: Path, classes: list[str], prefix: str, problems: list[str]) -> list[Block]:
+def _overlay_blocks(
+    method_dir: Path, classes: list[str], modality: str | None, prefix: str, problems: list[str]
+) -> list[Block]:
     run = RunLayout(method_dir)
     index_path = run.predictions_index
     if not index_path.exists():
@@ -181,7 +184,7 @@ def _overlay_blocks(method_dir: Path, classes: list[str], prefix: str, problems:
         return [Paragraph(f"No class list ({run.metrics_json.name} or {run.config_yaml.name}): no overlays.")]
     skipped: list[str] = []  # cases that cannot be read: said on the page, the other cases drawn
     try:
-        overlays = class_overlays(load_index(index_path), list(classes), skipped)
+        overlays = class_overlays(load_index(index_path), list(classes), skipped, default_modality=modality)
     except TctsegError as e:
         problems.append(f"{e}; no overlays")
         return [Paragraph(f"Overlays skipped: {e}")]
@@ -352,6 +355,19 @@ def _config_classes(path: Path, text: str | None, problems: list[str]) -> list[s
         problems.append(f"{path}: 'classes' is {_kind(classes)}, expected a list of class names; its class list is not used")
         return None
     return classes
+
+
+def _config_modality(text: str | None) -> str | None:
+    """The modality predict takes for the run's scans when not told (its training data's:
+    :func:`~tctseg.inference.predict.training_modality`), the overlays' window for an index
+    that does not record one; None when the config cannot tell."""
+    if text is None:
+        return None
+    try:
+        data = read_yaml(text)
+        return training_modality(config_from_dict(data)) if isinstance(data, dict) else None
+    except TctsegError:
+        return None
 
 
 def _not_utf8(error: UnicodeDecodeError) -> str:
