@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tctseg.layout import CHECKPOINT_BEST, PREDICTIONS_INDEX
 from tctseg.predict_options import DEFAULT_QC_THRESHOLD, ENSEMBLE_QC_THRESHOLD, OUTPUT_FORMATS
+from tctseg.settings import MODALITIES
 
 NAME = "predict"
 HELP = "segment scans (NIfTI files or DICOM series) with a trained checkpoint, or an ensemble of several"
@@ -64,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "the source series (the NIfTI label map is written as always)",
     )
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
-    parser.add_argument("--modality", choices=("CT", "MR"), help="the scans' modality (default: the training data's)")
+    parser.add_argument("--modality", choices=MODALITIES, help="the scans' modality (default: the training data's)")
     parser.add_argument("--overwrite", action="store_true", help="predict again cases whose output exists")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 

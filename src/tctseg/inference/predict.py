@@ -77,6 +77,7 @@ from tctseg.inference.sliding_window import sliding_window_probabilities, window
 from tctseg.locking import hold_folder_lock, releases_folder_locks
 from tctseg.outputs import ensure_writable, write_atomically
 from tctseg.predict_options import ReportOptions
+from tctseg.settings import MODALITIES
 
 if TYPE_CHECKING:
     from tctseg.config import Config
@@ -217,8 +218,8 @@ def predict_cases(
             "masks exist only for task-prompted methods (dodnet, clip, hermes)"
         )
     modality = modality or training_modality(config)
-    if modality not in ("CT", "MR"):
-        raise ConfigError(f"modality: {modality!r} is not CT or MR")
+    if modality not in MODALITIES:
+        raise ConfigError(f"modality: {modality!r} is not {' or '.join(MODALITIES)}")
     lcc = settings.largest_component if largest_component is None else largest_component
     case_reports = None
     if reports is not None and reports.asked:

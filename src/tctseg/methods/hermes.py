@@ -90,8 +90,8 @@ from tctseg.methods.options import option
 from tctseg.methods.registry import register_method
 from tctseg.methods.task_prompted import TaskPromptedMethod, backbone_forward
 from tctseg.network import UNet3D
+from tctseg.settings import MODALITIES
 
-DEFAULT_MODALITIES = ("CT", "MR")
 # official hermes_unet_utils.PriorInitFusionLayer(l=10): tokens per modality
 MODALITY_TOKENS = 10
 # official config/universal/hermes_resunet_3d.yaml: loss_mod_weight
@@ -198,7 +198,7 @@ class HermesMethod(TaskPromptedMethod):
         self,
         backbone: UNet3D,
         num_classes: int,
-        modalities: tuple[str, ...] = DEFAULT_MODALITIES,
+        modalities: tuple[str, ...] = MODALITIES,
         default_modality: str = "CT",
         blocks: int = 2,
         modality_tokens: int = MODALITY_TOKENS,
@@ -231,7 +231,7 @@ class HermesMethod(TaskPromptedMethod):
     @classmethod
     def from_config(cls, config) -> HermesMethod:
         options = config.method.options
-        modalities = options.get("modalities", list(DEFAULT_MODALITIES))
+        modalities = options.get("modalities", list(MODALITIES))
         if not isinstance(modalities, list) or not modalities or not all(isinstance(m, str) for m in modalities):
             raise ConfigError(f"method.options.modalities: expected a list of names, got {modalities!r}")
         trained_on = [d.modality for d in config.datasets_with_role("train") if d.modality]
