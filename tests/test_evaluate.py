@@ -12,8 +12,15 @@ import numpy as np
 import pytest
 
 from tctseg.cli import main
-from tctseg.errors import DataError, LabelError
-from tctseg.evaluation.evaluate import evaluate_case, evaluate_folders, result_markdown, write_csv, write_json
+from tctseg.errors import DataError, LabelError, OutputError
+from tctseg.evaluation.evaluate import (
+    evaluate_case,
+    evaluate_folders,
+    result_markdown,
+    write_csv,
+    write_json,
+    write_markdown,
+)
 
 CLASSES = ["liver", "spleen", "kidney"]
 AFFINE = np.diag([1.0, 1.0, 3.0, 1.0])  # 1 x 1 x 3 mm voxels
@@ -85,6 +92,22 @@ def test_folders_with_label_map_and_nnunet_suffix(tmp_path):
     assert len(rows) == 4 and float(rows[0]["dsc"]) == pytest.approx(0.5)
     table = result_markdown(result)
     assert "| liver | 25.00 |" in table and "| kidney | – | – | 0 |" in table and "**mean** | **37.50**" in table
+
+
+def test_metrics_files_are_written_atomically(tmp_path):
+    gt, pred = _volumes()
+    _save(tmp_path / "gt" / "c.nii.gz", gt)
+    _save(tmp_path / "pred" / "c.nii.gz", pred)
+    result = evaluate_folders(tmp_path / "pred", tmp_path / "gt", CLASSES, {1: "spleen", 2: "liver"}, progress=False)
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    for write, name in ((write_json, "metrics.json"), (write_csv, "metrics.csv"), (write_markdown, "metrics.md")):
+        assert write(result, folder / name) == folder / name
+    assert sorted(p.name for p in folder.iterdir()) == ["metrics.csv", "metrics.json", "metrics.md"]  # no temporary left
+    # one handling of a failed write: an OutputError naming the file, nothing left behind
+    with pytest.raises(OutputError, match=r"/gone/metrics.json: cannot write metrics \("):
+        write_json(result, tmp_path / "gone" / "metrics.json")
+    assert not (tmp_path / "gone").exists()
 
 
 def test_annotated_restricts_classes(tmp_path):

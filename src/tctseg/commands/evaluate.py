@@ -63,12 +63,9 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     metrics = MetricsLayout(out_dir)
-    try:
-        write_csv(result, metrics.csv)
-        write_json(result, metrics.json)
-        write_markdown(result, metrics.md)
-    except OSError as e:
-        raise OutputError(f"{e.filename or out_dir}: cannot write metrics ({e.strerror or e})") from None
+    write_csv(result, metrics.csv)  # each atomically; a failed write is an OutputError naming the file
+    write_json(result, metrics.json)
+    write_markdown(result, metrics.md)
     print(result_markdown(result), end="")
     print(f"metrics written to {metrics.csv.with_suffix('')}.{{csv,json,md}}")
     return 0

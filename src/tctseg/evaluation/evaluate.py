@@ -46,6 +46,7 @@ from tctseg.data.io import affine_spacing, is_nifti
 from tctseg.errors import DataError, LabelError
 from tctseg.metrics.masks import dice, hd95
 from tctseg.inference import inputs
+from tctseg.outputs import write_atomically
 
 CONVENTION = (
     "HD95 is the larger of the two directed 95th percentiles of surface distances, in mm "
@@ -359,23 +360,27 @@ def _load(path: Path) -> nib.Nifti1Image:
 
 
 # --------------------------------------------------------------------------- writers
+# each through tctseg.outputs.write_atomically: a killed or full-disk run leaves the earlier
+# file or none, never half a table, and a failed write is one OutputError naming the file
 
 
 def write_json(result: EvaluationResult, path: str | Path) -> Path:
-    path = Path(path)
-    path.write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
-    return path
+    text = json.dumps(result.to_dict(), indent=2) + "\n"
+    return write_atomically(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"), "metrics")
 
 
 def write_csv(result: EvaluationResult, path: str | Path) -> Path:
     """One row per class per case: case_id, dataset, class, dsc, hd95_mm, gt_voxels, pred_voxels."""
-    path = Path(path)
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["case_id", "dataset", "class", "dsc", "hd95_mm", "gt_voxels", "pred_voxels"])
-        for r in result.rows:
-            writer.writerow([r.case_id, r.dataset, r.class_name, f"{r.dsc:.6f}", f"{r.hd95:.4f}", r.gt_voxels, r.pred_voxels])
-    return path
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["case_id", "dataset", "class", "dsc", "hd95_mm", "gt_voxels", "pred_voxels"])
+            for r in result.rows:
+                writer.writerow([r.case_id, r.dataset, r.class_name, f"{r.dsc:.6f}", f"{r.hd95:.4f}", r.gt_voxels,
+                                 r.pred_voxels])
+
+    return write_atomically(Path(path), write, "metrics")
 
 
 def markdown_table(per_class: dict[str, dict[str, float]], mean: dict[str, float], classes: Sequence[str]) -> str:
@@ -401,9 +406,8 @@ def result_markdown(result: EvaluationResult) -> str:
 
 
 def write_markdown(result: EvaluationResult, path: str | Path) -> Path:
-    path = Path(path)
-    path.write_text(result_markdown(result), encoding="utf-8")
-    return path
+    text = result_markdown(result)
+    return write_atomically(Path(path), lambda tmp: tmp.write_text(text, encoding="utf-8"), "metrics")
 
 
 def _pct(x: float) -> str:
