@@ -56,18 +56,6 @@ class PreparedGeometry:
         d = asdict(self)
         return {k: (np.asarray(v).tolist() if isinstance(v, np.ndarray) else list(v)) for k, v in d.items()}
 
-    @classmethod
-    def from_json(cls, d: dict) -> "PreparedGeometry":
-        return cls(
-            original_affine=np.asarray(d["original_affine"], dtype=np.float64),
-            original_shape=tuple(d["original_shape"]),
-            orientation=tuple(d["orientation"]),
-            ras_affine=np.asarray(d["ras_affine"], dtype=np.float64),
-            ras_shape=tuple(d["ras_shape"]),
-            prepared_affine=np.asarray(d["prepared_affine"], dtype=np.float64),
-            prepared_shape=tuple(d["prepared_shape"]),
-        )
-
 
 def plan_geometry(
     affine: np.ndarray, shape: tuple[int, ...], spacing: tuple[float, float, float], source: str | Path | None = None

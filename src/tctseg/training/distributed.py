@@ -101,15 +101,6 @@ def all_reduce_mean(value: torch.Tensor, context: DistributedContext) -> torch.T
     return value
 
 
-def broadcast_flag(flag: bool, context: DistributedContext, device: torch.device) -> bool:
-    """Rank 0's boolean, on every rank."""
-    if not (context.enabled and dist.is_initialized()):
-        return flag
-    t = torch.tensor([1 if flag else 0], device=device)
-    dist.broadcast(t, src=0)
-    return bool(t.item())
-
-
 def broadcast_buffers(model: nn.Module, context: DistributedContext) -> None:
     """Copy rank 0's buffers (BatchNorm statistics) to every rank.
 
