@@ -33,7 +33,7 @@ from tctseg.data.io import load_volume
 from tctseg.metrics.masks import dice
 from tctseg.metrics.ranking import auroc_for_low, spearman
 from tctseg.inference import PredictionInput, predict_cases
-from tctseg.inference.quality import QC_JSON
+from tctseg.layout import PredictionsLayout
 from tctseg.predict_options import DEFAULT_QC_THRESHOLD, ReportOptions
 from tctseg.checkpoint import load_method_from_checkpoint
 
@@ -58,10 +58,10 @@ def score_checkpoint(checkpoint: Path, cases: list, ground_truth: dict[str, np.n
     failed = [f"{r.case_id}: {r.error}" for r in results if not r.ok]
     if failed:
         raise RuntimeError(f"{checkpoint}: prediction failed: {'; '.join(failed)}")
-    quality = json.loads((work / QC_JSON).read_text(encoding="utf-8"))["cases"]
+    quality = json.loads(PredictionsLayout(work).qc_json.read_text(encoding="utf-8"))["cases"]
     rows = []
     for case in cases:
-        predicted = np.asarray(load_volume(work / f"{case.case_id}.nii.gz", integer=True).array)
+        predicted = np.asarray(load_volume(PredictionsLayout(work).label_map(case.case_id), integer=True).array)
         for class_id, organ in enumerate(config.classes, start=1):
             q = quality[case.case_id][organ]
             rows.append({

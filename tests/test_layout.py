@@ -1,4 +1,4 @@
-"""tctseg.layout: the run-folder names, and a check that no other module spells them."""
+"""tctseg.layout: the run-folder and predictions-folder names, and a check that no other module spells them."""
 
 import ast
 import subprocess
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tctseg import layout
-from tctseg.layout import CompareLayout, ExperimentLayout, MetricsLayout, RunLayout, predictions_index
+from tctseg.layout import CompareLayout, ExperimentLayout, MetricsLayout, PredictionsLayout, RunLayout
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "tctseg"
 
@@ -17,7 +17,8 @@ FILE_NAMES = (
     layout.CONFIG_YAML, layout.CHECKPOINT_LAST, layout.CHECKPOINT_BEST, layout.LOG_CSV, layout.PROGRESS_PNG,
     layout.PIPELINE_JSON, layout.PREDICTIONS_INDEX, layout.RESULTS_JSON, layout.RESULT_JSON,
     layout.REPORT_HTML, layout.REPORT_MD, f"{layout.METRICS_STEM}.json", f"{layout.METRICS_STEM}.csv",
-    f"{layout.METRICS_STEM}.md",
+    f"{layout.METRICS_STEM}.md", layout.PROBABILITIES_SUFFIX, layout.TASK_MASKS_SUFFIX, layout.PREVIEW_SUFFIX,
+    layout.DICOM_SEG_SUFFIX, layout.STATISTICS_JSON, layout.STATISTICS_CSV, layout.QC_JSON,
 )
 # folder names are also plain words ("predictions" in a lock message, "stage1" a pipeline.json
 # key): flagged where they build or test a path
@@ -58,7 +59,22 @@ def test_run_layout_paths_keep_the_names_runs_were_written_with():
         "checkpoint_last.pt", "checkpoint_best.pt", "log.csv", "progress.png", "config.yaml", "tensorboard"]
     assert [str(p.relative_to(root)) for p in run.signs] == [
         "config.yaml", "log.csv", "metrics/metrics.json", "predictions", "checkpoint_last.pt"]
-    assert predictions_index("out") == Path("out/index.json")
+
+
+def test_predictions_layout_paths_keep_the_names_predict_wrote():
+    out = PredictionsLayout("out")
+    root = Path("out")
+    assert out.index == root / "index.json"
+    assert out.label_map("case_1") == root / "case_1.nii.gz"
+    assert out.probabilities("case_1") == root / "case_1_probabilities.nii.gz"
+    assert out.task_masks("case_1") == root / "case_1_tasks.nii.gz"
+    assert out.preview("case_1") == root / "case_1_preview.png"
+    assert out.dicom_seg("case_1") == root / "case_1_seg.dcm"
+    assert (out.statistics_json, out.statistics_csv, out.qc_json) == (
+        root / "statistics.json", root / "statistics.csv", root / "qc.json")
+    assert out.REPORT_SUFFIXES == ("_preview.png", "_seg.dcm")
+    assert out.GATHERING_FILES == ("statistics.json", "statistics.csv", "qc.json")
+    assert RunLayout("runs/x/tct").predictions_index == PredictionsLayout("runs/x/tct/predictions").index
 
 
 def test_run_layout_is_frozen_and_equal_by_root():
@@ -79,6 +95,7 @@ def test_experiment_and_compare_layout_paths():
     root = Path("runs/demo")
     assert run.method("tal") == RunLayout(root / "tal")
     assert run.ground_truth("chaos") == root / "ground_truth" / "chaos"
+    assert run.ground_truth_of("chaos", "case_1") == root / "ground_truth" / "chaos" / "case_1.nii.gz"
     assert run.results_json == root / "results.json"
     assert run.result_json == root / "result.json"
     assert run.report_html == root / "report.html"
@@ -99,6 +116,17 @@ def test_layout_imports_nothing_heavy_and_nothing_of_tctseg():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(SRC.parent)}).stdout
     assert out.strip() == "['tctseg', 'tctseg.layout']"
+
+
+def test_a_run_folder_is_read_without_the_trainer():
+    """The report and compare read a run's final folder and epoch times through tctseg.run_records
+    (torch-free), not through the trainer or PFL's pipeline (issue 29, item 3)."""
+    code = ("import sys, tctseg.run_records; print('torch' in sys.modules); "
+            "import tctseg.report.report, tctseg.compare.runs; "
+            "print(sorted(m for m in sys.modules if m.startswith('tctseg.training')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": str(SRC.parent)}).stdout
+    assert out.split() == ["False", "[]"]
 
 
 def _docstrings(tree: ast.AST) -> set[int]:

@@ -13,13 +13,13 @@ from tctseg.errors import ConfigError, OutputError
 from tctseg.methods import build_method
 from tctseg.losses.dice_ce import full_dice_ce_loss
 from tctseg.methods.pfl import pseudo_full_label, stage1_epochs
+from tctseg.run_records import mean_epoch_time, seconds_per_epoch
 from tctseg.training import load_checkpoint
 from tctseg.training.pfl_pipeline import (
     PFLPipeline,
     SingleOrganCase,
     build_trainer,
     label_training_cases,
-    seconds_per_epoch,
 )
 from tctseg.training.trainer import Trainer
 
@@ -164,8 +164,6 @@ def test_pipeline_runs_three_stages_and_resumes_at_each_boundary(tmp_path, monke
     assert record["stage3"]["checkpoint"] == "stage3/checkpoint_best.pt"
 
     # the efficiency row counts every stage: two single-organ networks, labelling, the final network
-    from tctseg.training.logging import mean_epoch_time
-
     parts = [mean_epoch_time(run / d / "log.csv") for d in ("stage1/liver", "stage1/spleen", "stage3")]
     total = seconds_per_epoch(run)
     assert total == pytest.approx(sum(parts) + record["stage2"]["seconds"] / 2)
@@ -286,8 +284,6 @@ def test_sigkill_in_stage1_and_in_stage3_then_resume(tmp_path):
 def test_stage1_epochs_shortens_the_single_organ_networks(tmp_path, monkeypatch):
     """issue 28, item 4: method.options.stage1_epochs (default the full schedule) so that PFL
     can cost the paper's ≈ 2 × TAL (Tab. 10); the efficiency row counts each network's share."""
-    from tctseg.training.logging import mean_epoch_time
-
     use_sampler(monkeypatch)
     train, val = memory_cases()
     config = tiny_config("pfl", epochs=2, iterations_per_epoch=1)

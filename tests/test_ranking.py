@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from tctseg.metrics.ranking import auroc_for_low, spearman
+from tctseg.metrics.ranking import auroc_for_low, aurc, aurc_optimal, spearman
 
 
 def test_auroc_counts_pairs_of_poor_and_good_predictions_by_hand():
@@ -23,3 +23,17 @@ def test_spearman_is_rank_correlation():
     # d = ranks differ by (0, 0, 1, -1): ρ = 1 − 6·2 / (4·15) = 0.8
     assert spearman([1, 2, 3, 4], [1, 2, 4, 3]) == pytest.approx(0.8)
     assert math.isnan(spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_aurc_is_the_mean_selective_risk_by_hand():
+    dsc = [0.9, 0.5, 0.7]  # risks 0.1, 0.5, 0.3
+    # signal orders 0.9, 0.7, 0.5: selective risks 0.1, (0.1+0.3)/2, (0.1+0.3+0.5)/3
+    assert aurc([3, 1, 2], dsc) == pytest.approx((0.1 + 0.2 + 0.3) / 3)
+    assert aurc_optimal(dsc) == pytest.approx((0.1 + 0.2 + 0.3) / 3)
+    # the worst order: 0.5, 0.7, 0.9 → 0.5, 0.4, 0.3
+    assert aurc([1, 3, 2], dsc) == pytest.approx((0.5 + 0.4 + 0.3) / 3)
+    # a constant signal knows nothing: every position gets the mean risk
+    assert aurc([1, 1, 1], dsc) == pytest.approx(0.3)
+    # a tie between the two best-signalled pairs: both kept together
+    assert aurc([2, 2, 1], [0.9, 0.7, 0.5]) == pytest.approx((0.2 + 0.2 + 0.3) / 3)
+    assert math.isnan(aurc([], []))

@@ -47,10 +47,10 @@ from tctseg.data.conversion import find_cases
 from tctseg.data.io import save_nifti
 from tctseg.errors import ConfigError, DataError
 from tctseg.evaluation.evaluate import EvaluationResult, evaluate_files, write_csv, write_json, write_markdown
-from tctseg.inference.export import TASK_MASKS_SUFFIX, write_index
+from tctseg.inference.export import write_index
 from tctseg.inference.inputs import PredictionInput
 from tctseg.inference.predict import predict_cases
-from tctseg.layout import ExperimentLayout, RunLayout
+from tctseg.layout import ExperimentLayout, PredictionsLayout, RunLayout
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ def write_ground_truths(config: Config, run_dir: Path) -> list[TestCase]:
         for source in find_cases(dataset, config.classes):
             if source.label is None:
                 raise DataError(f"{source.image}: test case {source.case_id} of {dataset.name} has no label")
-            path = ExperimentLayout(run_dir).ground_truth(dataset.name) / f"{source.case_id}.nii.gz"
+            path = ExperimentLayout(run_dir).ground_truth_of(dataset.name, source.case_id)
             if not path.exists():
                 image, label = source.load()
                 save_nifti(label.astype(np.uint8), image.affine, path, dtype=np.uint8)
@@ -125,10 +125,10 @@ def evaluate_test_cases(
     the label map (task-prompted methods).
     """
     result = EvaluationResult(classes=list(config.classes))
-    suffix = TASK_MASKS_SUFFIX if task_masks else ".nii.gz"
     run = RunLayout(method_dir)
     for c in cases:
-        prediction = run.predictions_for(c.dataset) / f"{c.case_id}{suffix}"
+        predictions = PredictionsLayout(run.predictions_for(c.dataset))
+        prediction = predictions.task_masks(c.case_id) if task_masks else predictions.label_map(c.case_id)
         result.rows += evaluate_files(prediction, c.ground_truth, config.classes, None, c.annotated, c.dataset, c.case_id)
     metrics = run.metrics
     metrics.root.mkdir(parents=True, exist_ok=True)

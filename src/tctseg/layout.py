@@ -1,9 +1,10 @@
-"""Where tctseg's runs put their files: every run-folder file and folder name, once.
+"""Where tctseg puts its files: every run-folder and predictions-folder file and folder name, once.
 
 Like nnU-Net's ``utilities/file_path_utilities.py``: the trainer, PFL's pipeline, predict,
 evaluate, run, compare and the report all ask this module for a path instead of spelling a
 name, so a renamed file is renamed here and nowhere else. It only joins paths (no file is
-read or written here) and imports nothing of tctseg.
+read or written here; :mod:`tctseg.run_records` reads what a run folder records) and imports
+nothing of tctseg.
 
 One method's run folder (:class:`RunLayout`, ``tctseg train`` writes the training part)::
 
@@ -11,8 +12,19 @@ One method's run folder (:class:`RunLayout`, ``tctseg train`` writes the trainin
       config.yaml  checkpoint_last.pt  checkpoint_best.pt  log.csv  progress.png  tensorboard/
       pipeline.json                       a staged (PFL) run's record of its finished stages
       stage1/<class>/  stage2/  stage3/   PFL's stages; stage1/<class> and stage3 are run folders
-      predictions/<dataset>/<case_id>.nii.gz, predictions/index.json
+      predictions/<dataset>/                a PredictionsLayout per test dataset
+      predictions/index.json               one index over every dataset
       metrics/metrics.{json,csv,md}
+
+A folder ``tctseg predict`` writes (:class:`PredictionsLayout`; a run's ``predictions/<dataset>/``
+is one)::
+
+    <predictions>/
+      index.json                          the cases, and which files of the folder predict wrote
+      <case_id>.nii.gz                    the label map
+      <case_id>_probabilities.nii.gz  <case_id>_tasks.nii.gz          --probabilities, --task-masks
+      <case_id>_preview.png  <case_id>_seg.dcm                        --preview, --output-format dicom-seg
+      statistics.json  statistics.csv  qc.json                        --statistics, --qc
 
 A ``tctseg run`` folder (:class:`ExperimentLayout`) holds one run folder per method, and
 a ``tctseg compare`` folder (:class:`CompareLayout`) one experiment folder per run::
@@ -45,9 +57,19 @@ STAGE1_DIR = "stage1"
 STAGE2_DIR = "stage2"
 STAGE3_DIR = "stage3"
 PREDICTIONS_DIR = "predictions"
-PREDICTIONS_INDEX = "index.json"  # in any folder `tctseg predict` writes, not only a run's
 METRICS_DIR = "metrics"
 METRICS_STEM = "metrics"  # metrics.json, metrics.csv, metrics.md
+
+# a folder `tctseg predict` writes (a run's predictions/<dataset>/ among them)
+PREDICTIONS_INDEX = "index.json"
+LABEL_MAP_SUFFIX = ".nii.gz"  # <case_id>.nii.gz; a ground truth folder's files too
+PROBABILITIES_SUFFIX = "_probabilities.nii.gz"
+TASK_MASKS_SUFFIX = "_tasks.nii.gz"
+PREVIEW_SUFFIX = "_preview.png"
+DICOM_SEG_SUFFIX = "_seg.dcm"
+STATISTICS_JSON = "statistics.json"
+STATISTICS_CSV = "statistics.csv"
+QC_JSON = "qc.json"
 
 # an experiment (run / compare) folder
 GROUND_TRUTH_DIR = "ground_truth"
@@ -59,9 +81,53 @@ REPORT_FILES_DIR = "report_files"
 TABLES_DIR = "tables"
 
 
-def predictions_index(folder: str | Path) -> Path:
-    """``<folder>/index.json``: the case list of a folder of predictions."""
-    return Path(folder) / PREDICTIONS_INDEX
+@dataclass(frozen=True)
+class PredictionsLayout:
+    """A folder ``tctseg predict`` writes (module docstring): the index, each case's files, and
+    the files that gather every case."""
+
+    root: Path
+
+    # the names of the optional per-case reports (``<case_id><suffix>``) and of the files that
+    # gather every case: predict refuses a folder holding such files that are not its own
+    REPORT_SUFFIXES = (PREVIEW_SUFFIX, DICOM_SEG_SUFFIX)
+    GATHERING_FILES = (STATISTICS_JSON, STATISTICS_CSV, QC_JSON)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def index(self) -> Path:
+        """``index.json``: the case list, and the record of which files here predict wrote."""
+        return self.root / PREDICTIONS_INDEX
+
+    def label_map(self, case_id: str) -> Path:
+        return self.root / f"{case_id}{LABEL_MAP_SUFFIX}"
+
+    def probabilities(self, case_id: str) -> Path:
+        return self.root / f"{case_id}{PROBABILITIES_SUFFIX}"
+
+    def task_masks(self, case_id: str) -> Path:
+        """A task-prompted method's per-class masks (σ_c > ½)."""
+        return self.root / f"{case_id}{TASK_MASKS_SUFFIX}"
+
+    def preview(self, case_id: str) -> Path:
+        return self.root / f"{case_id}{PREVIEW_SUFFIX}"
+
+    def dicom_seg(self, case_id: str) -> Path:
+        return self.root / f"{case_id}{DICOM_SEG_SUFFIX}"
+
+    @property
+    def statistics_json(self) -> Path:
+        return self.root / STATISTICS_JSON
+
+    @property
+    def statistics_csv(self) -> Path:
+        return self.root / STATISTICS_CSV
+
+    @property
+    def qc_json(self) -> Path:
+        return self.root / QC_JSON
 
 
 @dataclass(frozen=True)
@@ -173,13 +239,13 @@ class RunLayout:
         return self.root / PREDICTIONS_DIR
 
     def predictions_for(self, dataset: str) -> Path:
-        """The predictions of one test dataset: ``predictions/<dataset>/``."""
+        """The predictions of one test dataset: ``predictions/<dataset>/``, a :class:`PredictionsLayout`."""
         return self.predictions / dataset
 
     @property
     def predictions_index(self) -> Path:
         """``predictions/index.json``: one index over every dataset (the report's overlays)."""
-        return predictions_index(self.predictions)
+        return PredictionsLayout(self.predictions).index
 
     @property
     def metrics(self) -> MetricsLayout:
@@ -220,6 +286,10 @@ class ExperimentLayout:
     def ground_truth(self, dataset: str) -> Path:
         """The test labels of one dataset, in global ids: ``ground_truth/<dataset>/``."""
         return self.root / GROUND_TRUTH_DIR / dataset
+
+    def ground_truth_of(self, dataset: str, case_id: str) -> Path:
+        """One test case's labels: ``ground_truth/<dataset>/<case_id>.nii.gz``."""
+        return self.ground_truth(dataset) / f"{case_id}{LABEL_MAP_SUFFIX}"
 
     @property
     def results_json(self) -> Path:

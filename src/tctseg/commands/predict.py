@@ -7,7 +7,18 @@ import argparse
 import json
 from pathlib import Path
 
-from tctseg.layout import CHECKPOINT_BEST, PREDICTIONS_INDEX
+from tctseg.layout import (
+    CHECKPOINT_BEST,
+    DICOM_SEG_SUFFIX,
+    LABEL_MAP_SUFFIX,
+    PREDICTIONS_INDEX,
+    PREVIEW_SUFFIX,
+    PROBABILITIES_SUFFIX,
+    QC_JSON,
+    STATISTICS_JSON,
+    TASK_MASKS_SUFFIX,
+    PredictionsLayout,
+)
 from tctseg.predict_options import DEFAULT_QC_THRESHOLD, ENSEMBLE_QC_THRESHOLD, OUTPUT_FORMATS
 from tctseg.settings import MODALITIES
 
@@ -27,30 +38,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="a NIfTI file, a folder of NIfTI files, a DICOM series folder, or a folder of DICOM series folders",
     )
-    parser.add_argument("output", type=Path, help=f"output folder for <case>.nii.gz label maps and {PREDICTIONS_INDEX}")
+    parser.add_argument("output", type=Path, help=f"output folder for <case>{LABEL_MAP_SUFFIX} label maps and {PREDICTIONS_INDEX}")
     parser.add_argument("--overlap", type=float, help="sliding-window overlap in [0, 1) (default: config inference.overlap)")
     parser.add_argument("--sw-batch", type=int, help="windows per network call (default: config inference.sw_batch_size)")
     parser.add_argument("--tta", action="store_true", default=None, help="flip test-time augmentation (8× slower)")
     parser.add_argument("--lcc", action="store_true", default=None, help="keep the largest connected component per class")
-    parser.add_argument("--probabilities", action="store_true", help="also write <case>_probabilities.nii.gz")
+    parser.add_argument("--probabilities", action="store_true", help=f"also write <case>{PROBABILITIES_SUFFIX}")
     parser.add_argument(
         "--task-masks",
         action="store_true",
-        help="task-prompted methods (dodnet, clip, hermes): also write <case>_tasks.nii.gz, each class's own "
+        help=f"task-prompted methods (dodnet, clip, hermes): also write <case>{TASK_MASKS_SUFFIX}, each class's own "
         "sigmoid > 0.5 mask ([X, Y, Z, N], may overlap; the label map is their argmax)",
     )
     parser.add_argument(
         "--statistics", action="store_true",
-        help="also write statistics.json and .csv: per case and organ voxels, volume (ml), intensity mean/sd, "
+        help=f"also write {STATISTICS_JSON} and .csv: per case and organ voxels, volume (ml), intensity mean/sd, "
         "centroid (RAS mm) and bounding box, in the scan's original space",
     )
     parser.add_argument(
         "--preview", action="store_true",
-        help="also write <case>_preview.png: axial, coronal and sagittal planes through the organs with a legend",
+        help=f"also write <case>{PREVIEW_SUFFIX}: axial, coronal and sagittal planes through the organs with a legend",
     )
     parser.add_argument(
         "--qc", action="store_true",
-        help="also write qc.json: per organ the agreement (DSC) of the main head with its auxiliary head (TCT; "
+        help=f"also write {QC_JSON}: per organ the agreement (DSC) of the main head with its auxiliary head (TCT; "
         "runs the auxiliary heads), the mean confidence inside the organ and, with several checkpoints, the "
         f"ensemble agreement (members' mean pairwise DSC, flagged below {ENSEMBLE_QC_THRESHOLD}, fixed); prints a "
         "summary with flags",
@@ -61,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--output-format", choices=OUTPUT_FORMATS, default="nifti",
-        help="dicom-seg (DICOM series inputs only): also write <case>_seg.dcm, a DICOM Segmentation referencing "
+        help=f"dicom-seg (DICOM series inputs only): also write <case>{DICOM_SEG_SUFFIX}, a DICOM Segmentation referencing "
         "the source series (the NIfTI label map is written as always)",
     )
     parser.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available, else cpu")
@@ -120,15 +131,16 @@ def run(args: argparse.Namespace) -> int:
 def print_qc_summary(output: Path, case_ids: list[str], threshold: float) -> None:
     """The number of flagged organs (two-head agreement below ``threshold``, or with an ensemble
     its agreement below qc.json's ``ensemble_threshold``), then one line per case from ``qc.json``."""
-    from tctseg.inference.quality import QC_JSON, qc_summary
+    from tctseg.inference.quality import qc_summary
 
-    document = json.loads((output / QC_JSON).read_text(encoding="utf-8"))
+    qc_json = PredictionsLayout(output).qc_json
+    document = json.loads(qc_json.read_text(encoding="utf-8"))
     cases = document["cases"]
     flagged = [f"{c}/{organ}" for c in case_ids for organ, q in cases.get(c, {}).items() if q["flagged"]]
     rules = f"two-head agreement < {threshold}"
     if document.get("ensemble_threshold") is not None:
         rules += f" or ensemble agreement < {document['ensemble_threshold']} over {document['members']} members"
-    print(f"qc: {len(flagged)} organ(s) flagged ({rules}) → {output / QC_JSON}")
+    print(f"qc: {len(flagged)} organ(s) flagged ({rules}) → {qc_json}")
     for case_id in case_ids:
         if case_id in cases:
             print(qc_summary(case_id, cases[case_id]))

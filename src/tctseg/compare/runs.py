@@ -22,7 +22,7 @@ from tctseg.config import Config
 from tctseg.errors import OutputError
 from tctseg.experiment import TestCase, run_method
 from tctseg.layout import CompareLayout
-from tctseg.training.pfl_pipeline import seconds_per_epoch
+from tctseg.run_records import seconds_per_epoch
 
 
 def run_key(config: Config, method: str, cases: Sequence[TestCase], init_checkpoint: Path | None) -> str:

@@ -22,8 +22,6 @@ import numpy as np
 from tctseg.errors import DataError
 from tctseg.organs import ANATOMICAL_STRUCTURE, display_name, organ
 
-DICOM_SEG_SUFFIX = "_seg.dcm"
-
 
 def segmentation_dataset(series_folder: Path, labels: np.ndarray, class_names: Sequence[str], algorithm: str):
     """A highdicom ``Segmentation`` of ``labels`` ``[X, Y, Z]`` (ids 1..N = ``class_names``, on the

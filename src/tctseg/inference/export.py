@@ -19,14 +19,12 @@ import numpy as np
 from tctseg.data.io import NIFTI_SUFFIXES
 from tctseg.errors import OutputError
 from tctseg.inference.inputs import PredictionInput
-from tctseg.layout import predictions_index
+from tctseg.layout import PredictionsLayout
 from tctseg.outputs import write_atomically
 
 if TYPE_CHECKING:
     from tctseg.preprocessing import PreparedGeometry
 
-PROBABILITIES_SUFFIX = "_probabilities.nii.gz"
-TASK_MASKS_SUFFIX = "_tasks.nii.gz"
 TASK_THRESHOLD = 0.5  # a task's voxel is in its mask when σ_c > ½ (the authors' threshold)
 
 
@@ -114,7 +112,7 @@ def read_index(output_dir: Path) -> list[dict[str, Any]]:
     Raises :class:`OutputError` when the file is not an index ``tctseg predict`` wrote (a list
     of ``{case_id, prediction, ...}``): predict would replace it, so it is someone else's.
     """
-    path = predictions_index(output_dir)
+    path = PredictionsLayout(output_dir).index
     if not path.exists():
         return []
     try:
@@ -149,7 +147,7 @@ def write_index(output_dir: Path, results: Sequence[PredictionResult]) -> Path:
     are kept (this run's win; an earlier entry's probabilities or task masks that this run did
     not write stay listed while their files exist).
     """
-    path = predictions_index(output_dir)
+    path = PredictionsLayout(output_dir).index
     entries: dict[str, dict[str, Any]] = {}
     try:
         for entry in read_index(output_dir):
@@ -199,15 +197,15 @@ def check_output_dir(output_dir: Path, cases: Sequence[PredictionInput], input_f
             raise OutputError(f"{output_dir}: is the folder of the input {case.image}; choose another output folder")
 
 
-def check_own_outputs(output_dir: Path, case_suffixes: Sequence[str] = (), gathering: Sequence[str] = ()) -> None:
+def check_own_outputs(output_dir: Path) -> None:
     """Refuse (OutputError) an output folder holding a file that looks like one predict writes
     but that the folder's own ``index.json`` does not list: ground truths, or another tool's or
     a person's files. A rerun would skip such a file as a finished case, and ``--overwrite``
     would write over it; predict may skip or replace only what it wrote.
 
-    Looks like predict's: a NIfTI file (``.nii``, ``.nii.gz``), a file ending in one of
-    ``case_suffixes`` (the per-case reports: ``<case>_preview.png``, ...), and the files named
-    in ``gathering`` (``statistics.json``, ...). Listed: the files of an index entry, the
+    Looks like predict's: a NIfTI file (``.nii``, ``.nii.gz``), a per-case report
+    (``<case>_preview.png``, ...: :attr:`PredictionsLayout.REPORT_SUFFIXES`), and the files
+    that gather every case (``statistics.json``, ...: :attr:`PredictionsLayout.GATHERING_FILES`). Listed: the files of an index entry, the
     per-case reports of a case the index lists, and the gathering files when an index exists.
     Hidden files (the lock, temporary names) are not looked at. An ``index.json`` that is not
     tctseg's is refused too (:func:`read_index`).
@@ -216,18 +214,21 @@ def check_own_outputs(output_dir: Path, case_suffixes: Sequence[str] = (), gathe
         return
     entries = read_index(output_dir)
     listed = {Path(e[key]).name for e in entries for key in _OUTPUT_KEYS if isinstance(e.get(key), str)}
+    folder = PredictionsLayout(output_dir)
+    case_suffixes = folder.REPORT_SUFFIXES
     listed |= {f"{e['case_id']}{suffix}" for e in entries for suffix in case_suffixes}
-    has_index = predictions_index(output_dir).is_file()
+    index = folder.index
+    has_index = index.is_file()
     for path in sorted(output_dir.iterdir()):
         name = path.name
         if name.startswith(".") or not path.is_file():
             continue
-        if name in gathering:
+        if name in folder.GATHERING_FILES:
             foreign = not has_index
         else:
             foreign = name.endswith((*NIFTI_SUFFIXES, *case_suffixes)) and name not in listed
         if foreign:
             raise OutputError(
-                f"{output_dir}: holds {name}, which tctseg did not write there (its {predictions_index(output_dir).name} "
+                f"{output_dir}: holds {name}, which tctseg did not write there (its {index.name} "
                 "does not list it): predict skips or replaces only its own outputs, choose an empty or new output folder"
             )

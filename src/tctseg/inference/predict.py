@@ -62,8 +62,6 @@ from tctseg.inference.ensemble import (
     member_profile,
 )
 from tctseg.inference.export import (
-    PROBABILITIES_SUFFIX,
-    TASK_MASKS_SUFFIX,
     PredictionResult,
     check_output_dir,
     check_own_outputs,
@@ -74,6 +72,7 @@ from tctseg.inference.inputs import InputLike, PredictionInput, as_inputs
 from tctseg.inference.postprocess import keep_largest_component
 from tctseg.inference.reports import CaseReports
 from tctseg.inference.sliding_window import sliding_window_probabilities, window_count
+from tctseg.layout import PredictionsLayout
 from tctseg.locking import hold_folder_lock, releases_folder_locks
 from tctseg.outputs import ensure_writable, write_atomically
 from tctseg.predict_options import ReportOptions
@@ -209,7 +208,7 @@ def predict_cases(
     ensure_writable(output_dir, "the output folder")  # a full disk shows here, before any case runs
     hold_folder_lock(output_dir, "predictions")  # one predict per output folder, until this returns
     # only what this folder's index.json lists may be skipped as finished or written over
-    check_own_outputs(output_dir, CaseReports.CASE_SUFFIXES, CaseReports.GATHERING_FILES)
+    check_own_outputs(output_dir)
     settings = config.inference
     task_prompted = members[0].task_prompted  # see Method.task_prompted
     if save_task_masks and not task_prompted:
@@ -279,10 +278,11 @@ def predict_cases(
 
 def _output_paths(run: _Run, case_id: str) -> tuple[Path, Path | None, Path | None]:
     """``(labels, probabilities or None, task masks or None)``: the files one case writes."""
+    folder = PredictionsLayout(run.output_dir)
     return (
-        run.output_dir / f"{case_id}.nii.gz",
-        run.output_dir / f"{case_id}{PROBABILITIES_SUFFIX}" if run.save_probabilities else None,
-        run.output_dir / f"{case_id}{TASK_MASKS_SUFFIX}" if run.save_task_masks else None,
+        folder.label_map(case_id),
+        folder.probabilities(case_id) if run.save_probabilities else None,
+        folder.task_masks(case_id) if run.save_task_masks else None,
     )
 
 

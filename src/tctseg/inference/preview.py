@@ -28,7 +28,6 @@ from matplotlib.patches import Patch  # noqa: E402
 from tctseg.organs import display_name, organ  # noqa: E402
 from tctseg.preprocessing.intensity import display_window  # noqa: E402
 
-PREVIEW_SUFFIX = "_preview.png"
 ORGAN_OPACITY = 0.45
 
 

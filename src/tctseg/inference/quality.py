@@ -38,7 +38,6 @@ import numpy as np
 from tctseg.organs import display_name
 from tctseg.predict_options import DEFAULT_QC_THRESHOLD, ENSEMBLE_QC_THRESHOLD
 
-QC_JSON = "qc.json"
 AUX_THRESHOLD = 0.5  # gʲ > ½: the ATH's two-class argmax
 
 

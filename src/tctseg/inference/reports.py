@@ -24,16 +24,16 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from tctseg.errors import ConfigError
-from tctseg.inference.dicom_seg import DICOM_SEG_SUFFIX, segmentation_dataset
-from tctseg.inference.preview import PREVIEW_SUFFIX, render_preview
+from tctseg.inference.dicom_seg import segmentation_dataset
+from tctseg.inference.preview import render_preview
 from tctseg.inference.quality import (
-    QC_JSON,
     aux_masks_in_original_space,
     ensemble_agreement,
     has_auxiliary_heads,
     organ_quality,
 )
-from tctseg.inference.statistics import STATISTICS_CSV, STATISTICS_JSON, organ_statistics, statistics_csv
+from tctseg.inference.statistics import organ_statistics, statistics_csv
+from tctseg.layout import PredictionsLayout
 from tctseg.predict_options import ENSEMBLE_QC_THRESHOLD, ReportOptions
 
 
@@ -44,11 +44,6 @@ class CaseReports:
     (the SEG's algorithm); ``write_atomically(path, write)``: the export module's atomic writer;
     ``method``: the (first) model; ``members``: how many models predict (an ensemble's, for QC).
     """
-
-    # the names of what the reports may write: ``<case><suffix>`` per case, and the files that
-    # gather every case (predict refuses a folder holding such files that are not its own)
-    CASE_SUFFIXES = (PREVIEW_SUFFIX, DICOM_SEG_SUFFIX)
-    GATHERING_FILES = (STATISTICS_JSON, STATISTICS_CSV, QC_JSON)
 
     def __init__(
         self,
@@ -65,7 +60,7 @@ class CaseReports:
         members: int = 1,
     ) -> None:
         self.options = options
-        self.output_dir = Path(output_dir)
+        self.folder = PredictionsLayout(output_dir)  # the names of the files written
         self.class_names = list(class_names)
         self.modality = modality
         self.algorithm = algorithm
@@ -78,8 +73,8 @@ class CaseReports:
         self.wants_probabilities = options.qc
         # the ensemble agreement compares the members' own label maps
         self.wants_member_labels = options.qc and members > 1
-        self.statistics: dict[str, Any] = self._earlier(STATISTICS_JSON) if options.statistics else {}
-        qc_file = self._earlier(QC_JSON) if options.qc else {}
+        self.statistics: dict[str, Any] = self._earlier(self.folder.statistics_json) if options.statistics else {}
+        qc_file = self._earlier(self.folder.qc_json) if options.qc else {}
         # earlier cases count only when scored the same way (thresholds, with or without an ensemble)
         same = (qc_file.get("threshold"), qc_file.get("ensemble_threshold")) == (options.qc_threshold, self._ensemble_threshold)
         self.quality: dict[str, Any] = qc_file.get("cases", {}) if same else {}
@@ -102,9 +97,9 @@ class CaseReports:
         """The per-case files asked for."""
         out = []
         if self.options.preview:
-            out.append(self.output_dir / f"{case_id}{PREVIEW_SUFFIX}")
+            out.append(self.folder.preview(case_id))
         if self.options.output_format == "dicom-seg":
-            out.append(self.output_dir / f"{case_id}{DICOM_SEG_SUFFIX}")
+            out.append(self.folder.dicom_seg(case_id))
         return out
 
     def finished(self, case_id: str) -> bool:
@@ -125,11 +120,11 @@ class CaseReports:
         (a killed run, or a rerun asking for more); those already there are left as they are."""
         if self.options.statistics and case_id not in self.statistics:
             self.statistics[case_id] = organ_statistics(labels, volume.array, volume.affine, self.class_names)
-        preview = self.output_dir / f"{case_id}{PREVIEW_SUFFIX}"
+        preview = self.folder.preview(case_id)
         if self.options.preview and not preview.is_file():
             png = render_preview(volume.array, labels, volume.affine, self.class_names, self.modality, title=case_id)
             self._write(preview, lambda tmp: tmp.write_bytes(png))
-        seg_path = self.output_dir / f"{case_id}{DICOM_SEG_SUFFIX}"
+        seg_path = self.folder.dicom_seg(case_id)
         if self.options.output_format == "dicom-seg" and not seg_path.is_file():
             seg = segmentation_dataset(Path(image_path), labels, self.class_names, self.algorithm)
             self._write(seg_path, lambda tmp: seg.save_as(tmp))
@@ -169,19 +164,19 @@ class CaseReports:
             )
         if self.options.preview:
             png = render_preview(volume.array, labels, volume.affine, self.class_names, self.modality, title=case_id)
-            self._write(self.output_dir / f"{case_id}{PREVIEW_SUFFIX}", lambda tmp: tmp.write_bytes(png))
+            self._write(self.folder.preview(case_id), lambda tmp: tmp.write_bytes(png))
         if self.options.output_format == "dicom-seg":
             seg = segmentation_dataset(Path(image_path), labels, self.class_names, self.algorithm)
-            self._write(self.output_dir / f"{case_id}{DICOM_SEG_SUFFIX}", lambda tmp: seg.save_as(tmp))
+            self._write(self.folder.dicom_seg(case_id), lambda tmp: seg.save_as(tmp))
 
     def finish(self) -> None:
         """Write the files that gather every case (statistics, qc) atomically."""
         if self.options.statistics:
             by_case = {case_id: self.statistics[case_id] for case_id in sorted(self.statistics)}  # organs in class order
-            self._write_text(STATISTICS_JSON, json.dumps(by_case, indent=2) + "\n")
-            self._write_text(STATISTICS_CSV, statistics_csv(self.statistics))
+            self._write_text(self.folder.statistics_json, json.dumps(by_case, indent=2) + "\n")
+            self._write_text(self.folder.statistics_csv, statistics_csv(self.statistics))
         if self.options.qc:
-            self._write_text(QC_JSON, json.dumps(self._qc_document(), indent=2) + "\n")
+            self._write_text(self.folder.qc_json, json.dumps(self._qc_document(), indent=2) + "\n")
 
     def _qc_document(self) -> dict[str, Any]:
         """``qc.json``: the thresholds, what each signal is, and the cases (a single model's as
@@ -215,12 +210,12 @@ class CaseReports:
             **cases,
         }
 
-    def _write_text(self, name: str, text: str) -> None:
-        self._write(self.output_dir / name, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    def _write_text(self, path: Path, text: str) -> None:
+        self._write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
-    def _earlier(self, name: str) -> dict[str, Any]:
+    def _earlier(self, path: Path) -> dict[str, Any]:
         try:
-            data = json.loads((self.output_dir / name).read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return {}  # none yet, or unreadable: rebuilt from this run
         return data if isinstance(data, dict) else {}

@@ -22,8 +22,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-STATISTICS_JSON = "statistics.json"
-STATISTICS_CSV = "statistics.csv"
 CSV_COLUMNS = (
     "case_id", "organ", "voxels", "volume_ml", "intensity_mean", "intensity_sd",
     "centroid_r_mm", "centroid_a_mm", "centroid_s_mm",

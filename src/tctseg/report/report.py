@@ -43,6 +43,7 @@ from tctseg.outputs import ensure_writable, output_errors, write_atomically
 from tctseg.report.curves import training_curves_png
 from tctseg.report.document import Block, Heading, Image, Paragraph, Preformatted, Table, render_html, render_markdown
 from tctseg.report.overlays import class_overlays, load_index
+from tctseg.run_records import final_run_folder
 
 
 
@@ -133,8 +134,6 @@ def _method_section(method_dir: Path, metrics: dict[str, Any] | None, prefix: st
         blocks.append(Paragraph(f"No {_in_run(run.metrics_json, run)} (run `tctseg evaluate`)."))
 
     blocks.append(Heading(3, "Training curves"))
-    from tctseg.training.pfl_pipeline import final_run_folder
-
     training = RunLayout(final_run_folder(method_dir))  # PFL: its final network's curves
     progress_png, log_csv = training.progress_png, training.log_csv
     curves = None

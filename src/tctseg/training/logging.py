@@ -55,16 +55,6 @@ def read_log(path: str | Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
 
 
-def mean_epoch_time(log_csv: str | Path) -> float | None:
-    """Mean ``epoch_time_s`` over the epochs in a run's ``log.csv`` (None when there is none)."""
-    try:
-        with Path(log_csv).open(encoding="utf-8", newline="") as f:
-            times = [float(row["epoch_time_s"]) for row in csv.DictReader(f) if row.get("epoch_time_s")]
-    except (OSError, KeyError, ValueError):
-        return None
-    return sum(times) / len(times) if times else None
-
-
 class TrainingLogger:
     """Collects one row per epoch and writes CSV, TensorBoard and the progress plot.
 

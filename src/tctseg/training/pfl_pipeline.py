@@ -55,8 +55,8 @@ from tctseg.methods import method_class
 from tctseg.methods.pfl import pseudo_full_label, stage1_epochs
 from tctseg.devices import resolve_device
 from tctseg.outputs import ensure_writable, write_atomically
+from tctseg.run_records import read_pipeline_record
 from tctseg.training import distributed as dist_utils
-from tctseg.training.logging import mean_epoch_time
 from tctseg.training.trainer import Trainer, check_output_dir, load_cases, remove_run_outputs
 
 # one organ's foreground probability over a whole prepared volume: [X, Y, Z] → [X, Y, Z]
@@ -69,46 +69,6 @@ def build_trainer(config: Config, output_dir: str | Path, **kwargs: Any) -> Trai
     if method_class(config.method.name).trains_in_stages:
         return PFLPipeline(config, output_dir, **kwargs)
     return Trainer(config, output_dir, **kwargs)
-
-
-def final_run_folder(run_dir: str | Path) -> Path:
-    """The folder with a run's final checkpoints and ``log.csv``: ``stage3/`` of a staged run."""
-    layout = RunLayout(run_dir)
-    return layout.stage3.root if layout.pipeline_json.exists() else layout.root
-
-
-def seconds_per_epoch(run_dir: str | Path) -> float | None:
-    """Training seconds per epoch of a run folder (the efficiency table, paper Tab. 10).
-
-    A plain run: the mean ``epoch_time_s`` of its ``log.csv``. A staged (PFL) run: every
-    stage counts, spread over the final network's E epochs — each single-organ network's
-    mean epoch time × its epochs / E (its ``stage1_epochs``; = E by default, so its mean
-    epoch time), plus the final network's mean epoch time, plus the labelling time / E. None
-    while a part is missing.
-    """
-    layout = RunLayout(run_dir)
-    record = read_record(layout.root)
-    if record is None:
-        return mean_epoch_time(layout.log_csv)
-    epochs = record["epochs"]
-    stage1 = record.get("stage1", {})
-    # a record from before stage1_epochs existed: each network trained the full schedule
-    shares = [(stage1[name].get("epochs") or epochs) / epochs for name in stage1] + [1.0]
-    runs = [layout.stage1_network(name) for name in stage1] + [layout.stage3]
-    times = [mean_epoch_time(run.log_csv) for run in runs]
-    labelling = record.get("stage2", {}).get("seconds")
-    if any(t is None for t in times) or labelling is None:
-        return None
-    return sum(t * share for t, share in zip(times, shares)) + labelling / epochs
-
-
-def read_record(run_dir: Path) -> dict[str, Any] | None:
-    """``pipeline.json`` of a staged run (None for a plain run or an unreadable file)."""
-    try:
-        record = json.loads(RunLayout(run_dir).pipeline_json.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return record if isinstance(record, dict) else None
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -322,7 +282,7 @@ class PFLPipeline:
         dist_utils.barrier(self.context)
         self.train_cases = list(train_cases) if train_cases is not None else load_cases(config, "train")
         self.val_cases = list(val_cases) if val_cases is not None else load_cases(config, "validation")
-        self.record = (read_record(self.output_dir) if resume else None) or {}
+        self.record = (read_pipeline_record(self.output_dir) if resume else None) or {}
         self.record.update(method=config.method.name, epochs=config.train.epochs)
         self.record.setdefault("stage1", {})
         if self.context.is_main:
@@ -458,7 +418,5 @@ class PFLPipeline:
 __all__ = [
     "PFLPipeline",
     "build_trainer",
-    "final_run_folder",
     "label_training_cases",
-    "seconds_per_epoch",
 ]
