@@ -11,7 +11,7 @@ import torch
 from tctseg.methods import available_methods, build_method
 from tctseg.training import trainer as trainer_module
 from tctseg.checkpoint import load_checkpoint
-from tctseg.training.logging import read_log
+from tctseg.run_records import read_log
 from tctseg.training.trainer import Trainer
 
 from _training_data import memory_cases, tiny_config, use_sampler

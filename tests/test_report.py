@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import nibabel as nib
@@ -13,6 +14,7 @@ from tctseg.cli import main
 from tctseg.errors import DataError, TctsegWarning
 from tctseg.evaluation.evaluate import evaluate_folders, write_json
 from tctseg.report import build_report, class_overlays, load_index
+from tctseg.run_records import read_log, read_log_columns
 
 CLASSES = ["liver", "spleen", "kidney"]
 AFFINE = np.diag([1.0, 1.0, 3.0, 1.0])
@@ -136,6 +138,17 @@ def test_overlays_are_drawn_in_the_recorded_modality_window(tmp_path):
     index_path.write_text(json.dumps(index))
     with pytest.raises(DataError, match=r"entry 0 is malformed \(ValueError: modality 'PET' is not CT or MR\)"):
         load_index(index_path)
+
+
+def test_one_reader_of_the_training_log(tmp_path):
+    log = tmp_path / "log.csv"
+    log.write_text("epoch,loss_total,val_dice_liver,lr\n0,1.5,,0.01\n1,1.25,0.5,x\n")
+    columns = read_log_columns(log)  # the report's curves: header order, NaN where nothing is logged
+    assert list(columns) == ["epoch", "loss_total", "val_dice_liver", "lr"]
+    assert columns["loss_total"] == [1.5, 1.25] and math.isnan(columns["val_dice_liver"][0]) and math.isnan(columns["lr"][1])
+    # the trainer's resume and the efficiency table: rows without those cells
+    assert read_log(log) == [{"epoch": 0.0, "loss_total": 1.5, "lr": 0.01}, {"epoch": 1.0, "loss_total": 1.25, "val_dice_liver": 0.5}]
+    assert read_log(tmp_path / "none.csv") == []
 
 
 def test_single_method_run_without_predictions(tmp_path):

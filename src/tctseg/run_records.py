@@ -1,4 +1,6 @@
-"""What a run folder records, read without torch: its final folder, PFL's stage record, its epoch times.
+"""What a run folder records, read without torch: its final folder, PFL's stage record, its
+training log (:func:`read_log`, the one reader of ``log.csv``: the report's curves and the
+trainer's resume read it here too), its epoch times.
 
 The report and ``tctseg compare`` read a run folder through these functions, so they need
 neither the trainer nor PFL's pipeline (nor torch) to do it; the names come from
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +34,46 @@ def final_run_folder(run_dir: str | Path) -> Path:
     return layout.stage3.root if layout.pipeline_json.exists() else layout.root
 
 
+def read_log_columns(path: str | Path) -> dict[str, list[float]]:
+    """A training ``log.csv`` (:mod:`tctseg.training.logging` writes it, one row per epoch) as
+    ``{column: one value per row}`` in the header's order: the one reader of that file. An
+    empty cell (a value not logged that epoch: validation every few epochs, a ratio with
+    nothing to count) or one that is not a number is NaN. Raises OSError (UnicodeDecodeError,
+    csv.Error) for a file that cannot be read."""
+    with Path(path).open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    columns: dict[str, list[float]] = {}
+    for row in rows:
+        for key in row:
+            if key is not None:  # cells beyond the header
+                columns.setdefault(key, [])
+    for key in columns:
+        columns[key] = [_number(row.get(key)) for row in rows]
+    return columns
+
+
+def read_log(path: str | Path) -> list[dict[str, float]]:
+    """The rows of a training ``log.csv`` (:func:`read_log_columns`), each ``{column: value}``
+    without its NaN cells; ``[]`` when there is no such file."""
+    if not Path(path).is_file():
+        return []
+    columns = read_log_columns(path)
+    count = len(next(iter(columns.values()), []))
+    return [{k: v[i] for k, v in columns.items() if not math.isnan(v[i])} for i in range(count)]
+
+
+def _number(text: str | None) -> float:
+    try:
+        return float(text) if text not in (None, "") else math.nan
+    except ValueError:
+        return math.nan
+
+
 def mean_epoch_time(log_csv: str | Path) -> float | None:
     """Mean ``epoch_time_s`` over the epochs in a run's ``log.csv`` (None when there is none)."""
     try:
-        with Path(log_csv).open(encoding="utf-8", newline="") as f:
-            times = [float(row["epoch_time_s"]) for row in csv.DictReader(f) if row.get("epoch_time_s")]
-    except (OSError, KeyError, ValueError):
+        times = [row["epoch_time_s"] for row in read_log(log_csv) if "epoch_time_s" in row]
+    except (OSError, ValueError, csv.Error):
         return None
     return sum(times) / len(times) if times else None
 

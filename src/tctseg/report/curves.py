@@ -9,7 +9,6 @@ few epochs) are tolerated.
 
 from __future__ import annotations
 
-import csv
 import io
 import math
 from pathlib import Path
@@ -19,26 +18,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-
-def read_log(path: str | Path) -> dict[str, list[float]]:
-    """``{column: values}`` with NaN for empty or non-numeric cells."""
-    with Path(path).open(newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    columns: dict[str, list[float]] = {}
-    for row in rows:
-        for key in row:
-            if key is not None:
-                columns.setdefault(key, [])
-    for key in columns:
-        columns[key] = [_number(row.get(key)) for row in rows]
-    return columns
+from tctseg.run_records import read_log_columns  # noqa: E402
 
 
 def training_curves_png(log_csv: str | Path) -> bytes | None:
     """A PNG with losses, validation Dice per class (main head solid, auxiliary heads dashed)
     and, for TCT runs, the consistency filter (present pairs kept, their mean IoU, absent
     pairs, per-class kept fraction); None if nothing to plot."""
-    log = read_log(log_csv)
+    log = read_log_columns(log_csv)
     losses = [k for k in log if k.startswith("loss") and _has_values(log[k])]
     dices = [k for k in log if k.startswith(("val_dice", "val_ath_dice")) and _has_values(log[k])]
     filters = [k for k in log if k.startswith("filter_") and not k.startswith("filter_term_") and _has_values(log[k])]
@@ -68,13 +55,6 @@ def training_curves_png(log_csv: str | Path) -> bytes | None:
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
     return buffer.getvalue()
-
-
-def _number(text: str | None) -> float:
-    try:
-        return float(text) if text not in (None, "") else math.nan
-    except ValueError:
-        return math.nan
 
 
 def _has_values(values: list[float]) -> bool:

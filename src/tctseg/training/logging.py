@@ -21,6 +21,7 @@ from typing import Any
 
 from tctseg.layout import RunLayout
 from tctseg.outputs import output_errors, write_atomically
+from tctseg.run_records import read_log
 
 
 RATIO_NUM, RATIO_DEN = ":num", ":den"
@@ -44,15 +45,6 @@ def loss_part_columns(means: dict[str, float]) -> dict[str, float]:
         else:
             row[f"loss_{key}"] = value
     return row
-
-
-def read_log(path: str | Path) -> list[dict[str, float]]:
-    """Rows of a ``log.csv`` as dicts of floats (empty cells left out)."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    with path.open(newline="", encoding="utf-8") as f:
-        return [{k: float(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(f)]
 
 
 class TrainingLogger:
