@@ -12,7 +12,8 @@ from _training_data import memory_cases, tiny_config, use_sampler
 from tctseg.cli import main
 from tctseg.config import config_from_dict
 from tctseg.errors import CheckpointError
-from tctseg.training import Trainer, check_compatible, load_checkpoint, load_method_from_checkpoint, save_checkpoint
+from tctseg.checkpoint import check_compatible, load_checkpoint, load_method_from_checkpoint, save_checkpoint
+from tctseg.training import Trainer
 from tctseg.training.seeding import capture_rng_state, restore_rng_state
 
 

@@ -13,7 +13,7 @@ import torch
 from _training_data import write_run_config
 
 from tctseg.config import load_config
-from tctseg.training import load_checkpoint
+from tctseg.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -27,7 +27,8 @@ from _training_data import memory_cases, phantom_volume, tiny_config, write_run_
 from tctseg.cli import main
 from tctseg.config import load_config
 from tctseg.errors import CheckpointError, OutputError
-from tctseg.training import Trainer, load_checkpoint
+from tctseg.checkpoint import load_checkpoint
+from tctseg.training import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}

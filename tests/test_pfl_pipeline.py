@@ -14,11 +14,11 @@ from tctseg.methods import build_method
 from tctseg.losses.dice_ce import full_dice_ce_loss
 from tctseg.methods.pfl import pseudo_full_label, stage1_epochs
 from tctseg.run_records import mean_epoch_time, seconds_per_epoch
-from tctseg.training import load_checkpoint
+from tctseg.checkpoint import load_checkpoint
+from tctseg.training.build import build_trainer
 from tctseg.training.pfl_pipeline import (
     PFLPipeline,
     SingleOrganCase,
-    build_trainer,
     label_training_cases,
 )
 from tctseg.training.trainer import Trainer

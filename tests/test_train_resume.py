@@ -15,7 +15,8 @@ from _training_data import memory_cases, tiny_config, use_sampler, write_run_con
 
 from tctseg.config import load_config
 from tctseg.errors import ConfigError
-from tctseg.training import Trainer, load_checkpoint
+from tctseg.checkpoint import load_checkpoint
+from tctseg.training import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 

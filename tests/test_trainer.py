@@ -11,7 +11,8 @@ import torch
 from _training_data import memory_cases, tiny_config, use_sampler
 
 from tctseg.errors import OutputError, TrainingError
-from tctseg.training import Trainer, learning_rate, load_checkpoint
+from tctseg.checkpoint import load_checkpoint
+from tctseg.training import Trainer, learning_rate
 
 
 def _rows(path):

@@ -155,7 +155,7 @@ def run_method(
     ``init_checkpoint``: start a fresh training from this checkpoint's weights (fine-tuning).
     """
     from tctseg.methods import method_class
-    from tctseg.training.pfl_pipeline import build_trainer
+    from tctseg.training.build import build_trainer
 
     per_task = method_class(method).task_prompted  # scored as its authors do (module docstring)
     method_config = config.with_method(method)

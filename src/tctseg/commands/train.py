@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from tctseg.devices import resolve_device
     from tctseg.config import load_config
     from tctseg.training import distributed as dist_utils
-    from tctseg.training.pfl_pipeline import build_trainer
+    from tctseg.training.build import build_trainer
 
     overrides = list(args.overrides)
     if args.method:
@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
         if context.is_main:
             from tctseg.locking import folder_lock
             from tctseg.outputs import ensure_writable
-            from tctseg.training.trainer import check_output_dir, check_resume, existing_run_files
+            from tctseg.training.run_folder import check_output_dir
+            from tctseg.training.trainer import check_resume, existing_run_files
 
             # an unusable run folder is reported before the cache is prepared, not after
             ensure_writable(output_dir, "the output folder")

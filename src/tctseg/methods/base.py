@@ -40,7 +40,7 @@ class Method(nn.Module):
     # score each task's mask σ > ½ on its own, overlaps allowed, as their authors do.
     task_prompted: ClassVar[bool] = False
     # True (PFL): training is a pipeline of several trainings, not one Trainer run;
-    # :func:`tctseg.training.pfl_pipeline.build_trainer` picks it for ``train``/``run``/``compare``.
+    # :func:`tctseg.training.build.build_trainer` picks it for ``train``/``run``/``compare``.
     trains_in_stages: ClassVar[bool] = False
     # State-dict keys whose shape the checkpoint decides: the method rebuilds them to fit in
     # ``_load_from_state_dict`` (CLIP-Driven's text embeddings and the layer reading them), so

@@ -1,18 +1,11 @@
-"""Training: the one loop for every method, checkpoints, logs, seeding and distributed set-up."""
+"""Training: the one loop for every method, PFL's staged pipeline, the run folder, logs, seeding
+and distributed set-up. Checkpoints: :mod:`tctseg.checkpoint`."""
 
-from tctseg.checkpoint import (
-    check_compatible,
-    load_checkpoint,
-    load_method_from_checkpoint,
-    save_checkpoint,
-)
+from tctseg.training.build import build_trainer
 from tctseg.training.trainer import Trainer, learning_rate
 
 __all__ = [
     "Trainer",
-    "check_compatible",
+    "build_trainer",
     "learning_rate",
-    "load_checkpoint",
-    "load_method_from_checkpoint",
-    "save_checkpoint",
 ]

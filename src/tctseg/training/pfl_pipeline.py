@@ -3,6 +3,9 @@
     trainer = build_trainer(config, "runs/x/pfl")   # a PFLPipeline for method pfl, else a Trainer
     summary = trainer.fit()                          # Trainer.fit()'s summary, of the final network
 
+(:func:`tctseg.training.build.build_trainer`; the run folder is opened as the Trainer opens
+its own, :func:`tctseg.training.run_folder.open_run_folder`.)
+
 1. one single-organ network per class that some training case leaves unannotated, trained
    on the cases that annotate it (``classes: [<class>]``, organ = 1), for
    ``method.options.stage1_epochs`` epochs (default the full schedule, ``train.epochs``);
@@ -35,7 +38,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -45,30 +47,21 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from tctseg.checkpoint import load_checkpoint
 from tctseg.config import Config
-from tctseg.errors import ConfigError, DataError, OutputError
+from tctseg.errors import ConfigError, DataError
 from tctseg.layout import RunLayout
-from tctseg.methods import method_class
 from tctseg.methods.pfl import pseudo_full_label, stage1_epochs
 from tctseg.devices import resolve_device
-from tctseg.outputs import ensure_writable, write_atomically
+from tctseg.outputs import write_atomically
 from tctseg.run_records import read_pipeline_record
 from tctseg.training import distributed as dist_utils
-from tctseg.training.trainer import Trainer, check_output_dir, load_cases, remove_run_outputs
+from tctseg.training.run_folder import load_cases, open_run_folder
+from tctseg.training.trainer import Trainer
 
 # one organ's foreground probability over a whole prepared volume: [X, Y, Z] → [X, Y, Z]
 OrganProbability = Callable[[np.ndarray], np.ndarray]
-
-
-def build_trainer(config: Config, output_dir: str | Path, **kwargs: Any) -> Trainer | PFLPipeline:
-    """A :class:`PFLPipeline` for a method that trains in stages (PFL), else a :class:`Trainer`;
-    both take the same arguments and their ``fit()`` returns the same summary."""
-    if method_class(config.method.name).trains_in_stages:
-        return PFLPipeline(config, output_dir, **kwargs)
-    return Trainer(config, output_dir, **kwargs)
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
@@ -263,33 +256,19 @@ class PFLPipeline:
         init_checkpoint: str | Path | None = None,
     ):
         self.config = config
-        self.output_dir = Path(output_dir)
-        self.layout = RunLayout(self.output_dir)
         self.device = device
         self.progress = progress
         self.init_checkpoint = init_checkpoint
         self.method = None
-        device_type = resolve_device(device)
-        check_output_dir(self.output_dir, resume, overwrite)
-        self.context = dist_utils.init_distributed(device_type)
-        if self.context.is_main:
-            ensure_writable(self.output_dir, "the output folder")
-            if overwrite:
-                remove_run_outputs(self.output_dir)
-                for folder in self.layout.stage_folders:
-                    shutil.rmtree(folder, ignore_errors=True)
-                self.layout.pipeline_json.unlink(missing_ok=True)
-        dist_utils.barrier(self.context)
-        self.train_cases = list(train_cases) if train_cases is not None else load_cases(config, "train")
-        self.val_cases = list(val_cases) if val_cases is not None else load_cases(config, "validation")
+        run = open_run_folder(output_dir, resume=resume, overwrite=overwrite, device=device, staged=True)
+        self.output_dir, self.layout, self.context = run.layout.root, run.layout, run.context
+        self.train_cases = load_cases(config, "train", train_cases)
+        self.val_cases = load_cases(config, "validation", val_cases)
         self.record = (read_pipeline_record(self.output_dir) if resume else None) or {}
         self.record.update(method=config.method.name, epochs=config.train.epochs)
         self.record.setdefault("stage1", {})
-        if self.context.is_main:
-            text = yaml.safe_dump(config.to_dict(), sort_keys=False)
-            # atomically, as the Trainer does: a rename replaces a link there, never writes through it
-            write_atomically(self.layout.config_yaml, lambda tmp: tmp.write_text(text, encoding="utf-8"), "the run's config")
-            self._save_record()
+        run.write_config(config)
+        self._save_record()
 
     @cached_property
     def organs(self) -> list[int]:
@@ -417,6 +396,5 @@ class PFLPipeline:
 
 __all__ = [
     "PFLPipeline",
-    "build_trainer",
     "label_training_cases",
 ]

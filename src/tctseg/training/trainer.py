@@ -20,13 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import yaml
 
 import tctseg
-from tctseg.errors import CheckpointError, ConfigError, OutputError, TrainingError
+from tctseg.errors import CheckpointError, ConfigError, TrainingError
 from tctseg.layout import RunLayout
-from tctseg.outputs import ensure_writable, write_atomically
-from tctseg.devices import resolve_device
 from tctseg.settings import OPTIMIZERS, SCHEDULES
 from tctseg.methods import build_method
 from tctseg.training import distributed as dist_utils
@@ -38,6 +35,7 @@ from tctseg.checkpoint import (
     save_checkpoint,
 )
 from tctseg.training.logging import TrainingLogger, loss_part_columns
+from tctseg.training.run_folder import load_cases, open_run_folder
 from tctseg.training.seeding import capture_rng_state, rank_seed, restore_rng_state, seed_everything
 
 if TYPE_CHECKING:
@@ -82,20 +80,6 @@ def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     if amp == "bf16" or torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float16
-
-
-def check_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse a folder holding another run (unless resume/overwrite) or one that cannot be written."""
-    if resume and overwrite:
-        raise OutputError(f"{output_dir}: choose --resume or --overwrite, not both")
-    if output_dir.exists() and not output_dir.is_dir():
-        raise OutputError(f"{output_dir}: exists and is not a folder")
-    markers = [m.name for m in RunLayout(output_dir).markers if m.exists()]
-    if markers and not (resume or overwrite):
-        raise OutputError(
-            f"{output_dir}: holds another run ({', '.join(markers)}); "
-            "pass --resume to continue it or --overwrite to start again"
-        )
 
 
 def check_resumable(checkpoint: dict[str, Any], config: Config, path: Path) -> None:
@@ -205,24 +189,6 @@ def discard_unstarted_run(output_dir: Path, keep: Collection[Path] = ()) -> bool
     return removed
 
 
-def remove_run_outputs(output_dir: Path) -> None:
-    """Delete the training outputs of a previous run (for ``--overwrite``)."""
-    for path in RunLayout(output_dir).outputs:
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-
-
-def load_cases(config: Config, role: str) -> list[PreparedCase]:
-    """The prepared cases of every dataset with ``role`` (none when no dataset has it)."""
-    from tctseg.preprocessing.cache import load_prepared
-
-    if not config.datasets_with_role(role):
-        return []
-    return load_prepared(config, role)
-
-
 def _first_line(error: BaseException) -> str:
     lines = str(error).strip().splitlines()
     return lines[0] if lines else type(error).__name__
@@ -240,7 +206,8 @@ class Trainer:
     ``checkpoint_best.pt`` (best mean validation DSC), ``log.csv``, ``tensorboard/`` and
     ``progress.png`` — all from rank 0 only. ``resume`` continues from ``checkpoint_last.pt``
     (a fresh start when there is none); ``overwrite`` deletes a previous run's outputs.
-    The names come from :class:`tctseg.layout.RunLayout` (``self.layout``).
+    The names come from :class:`tctseg.layout.RunLayout` (``self.layout``); the folder is
+    opened by :func:`tctseg.training.run_folder.open_run_folder`, as PFL's pipeline opens its own.
     ``train_cases`` / ``val_cases``: prepared cases; default ``load_prepared(config, role)``
     for roles ``train`` / ``validation``. ``device``: ``cpu``, ``cuda`` or None (CUDA if present).
     ``init_checkpoint``: a fresh run starts from this checkpoint's weights (fine-tuning); a
@@ -260,21 +227,12 @@ class Trainer:
         init_checkpoint: str | Path | None = None,
     ):
         self.config = config
-        self.output_dir = Path(output_dir)
-        self.layout = RunLayout(self.output_dir)
         self.progress = progress
-        device_type = resolve_device(device)
-
-        check_output_dir(self.output_dir, resume, overwrite)
-        self.context = dist_utils.init_distributed(device_type)
+        run = open_run_folder(output_dir, resume=resume, overwrite=overwrite, device=device)
+        self.output_dir, self.layout, self.context = run.layout.root, run.layout, run.context
         explicit = torch.device(device) if device is not None else None
         # an explicit index (cuda:1) wins; otherwise torchrun's LOCAL_RANK picks the GPU
-        self.device = explicit if explicit is not None and explicit.index is not None else dist_utils.device_for(self.context, device_type)
-        if self.context.is_main:
-            ensure_writable(self.output_dir, "the output folder")
-            if overwrite:
-                remove_run_outputs(self.output_dir)
-        dist_utils.barrier(self.context)
+        self.device = explicit if explicit is not None and explicit.index is not None else dist_utils.device_for(self.context, run.device_type)
 
         checkpoint_path = self.layout.checkpoint_last
         checkpoint = None
@@ -291,10 +249,10 @@ class Trainer:
             log.warning("%s: no checkpoint to resume from; starting from epoch 0", checkpoint_path)
 
         seed_everything(config.train.seed, self.context.rank)
-        self.train_cases = list(train_cases) if train_cases is not None else load_cases(config, "train")
+        self.train_cases = load_cases(config, "train", train_cases)
         if not self.train_cases:
             raise ConfigError("datasets: no prepared training cases (no dataset has role: train)")
-        self.val_cases = list(val_cases) if val_cases is not None else load_cases(config, "validation")
+        self.val_cases = load_cases(config, "validation", val_cases)
 
         self.method = build_method(config).to(self.device)
         if config.network.channels_last:
@@ -316,9 +274,7 @@ class Trainer:
 
         self.model = dist_utils.wrap_model(self.method, self.context, self.device)
         self.logger = TrainingLogger(self.output_dir, resume_epoch=self.start_epoch) if self.context.is_main else None
-        if self.context.is_main:
-            text = yaml.safe_dump(config.to_dict(), sort_keys=False)
-            write_atomically(self.layout.config_yaml, lambda tmp: tmp.write_text(text, encoding="utf-8"), "the run's config")
+        run.write_config(config)
 
     # ------------------------------------------------------------------ set-up helpers
 
