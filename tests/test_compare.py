@@ -307,3 +307,33 @@ def test_pfls_efficiency_note_says_what_its_training_time_counts(tmp_path):
     assert "method.options.stage1_epochs ≈ train.epochs / N" in comparison._pfl_stage1()
     config.method.options = {"stage1_epochs": 2}
     assert comparison._pfl_stage1().startswith("its single-organ networks trained 2 of the final network's 10 epochs")
+
+
+# last in the file: it adds a second seed to the shared comparison, and with it an ensemble row
+def test_a_method_with_several_seeds_gets_an_ensemble_row_of_its_checkpoints(compared, capsys):
+    config, output = compared
+    args = ["compare", str(config), "--methods", "tal", "--seeds", "2", "--tables", "main",
+            "--output", str(output), "--infer-patch", "16,16,8", "--no-progress"]
+    assert cli_main(args) == 0
+    comments, header, rows = _read_csv(output / "tables" / "main.csv")
+    by_method = {r[0]: dict(zip(header, r)) for r in rows}
+    assert list(by_method) == ["tal", "tal ensemble of 2"]
+    assert "±" in by_method["tal"]["mean DSC (%)"]  # two seeds
+    ensemble_cell = by_method["tal ensemble of 2"]["mean DSC (%)"]
+    assert ensemble_cell != "–" and "±" not in ensemble_cell  # one prediction: no sd
+    assert any("tal ensemble of 2: the 2 seeds' checkpoints predicting together" in c for c in comments)
+    folder = output / "main" / "tal" / "ensemble"
+    result = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+    seeds = [json.loads((output / "main" / "tal" / f"seed{k}" / "result.json").read_text())["checkpoint"] for k in (0, 1)]
+    assert result["members"] == seeds and seeds[0] != seeds[1]
+    # every test case predicted by both members (the predictions index records them)
+    index = json.loads((folder / "tal" / "predictions" / "index.json").read_text(encoding="utf-8"))
+    models = [entry["models"] for entry in index]
+    assert models and all(len(m) == 2 for m in models)
+    assert abs(100 * result["mean_dsc"] - float(ensemble_cell)) < 0.006
+    # a rerun with the same finished seeds reuses the ensemble
+    before = (folder / "result.json").stat().st_mtime_ns
+    capsys.readouterr()
+    assert cli_main(args) == 0
+    assert "training" not in capsys.readouterr().out
+    assert (folder / "result.json").stat().st_mtime_ns == before

@@ -79,6 +79,7 @@ REPORT_HTML = "report.html"
 REPORT_MD = "report.md"
 REPORT_FILES_DIR = "report_files"
 TABLES_DIR = "tables"
+ENSEMBLE_DIR = "ensemble"  # a compare variant's seeds predicting together
 
 
 @dataclass(frozen=True)
@@ -330,3 +331,7 @@ class CompareLayout(ExperimentLayout):
     def run(self, table: str, variant: str, seed: int) -> ExperimentLayout:
         """One run of a table: ``<table>/<variant>/seed<k>/``."""
         return ExperimentLayout(self.table(table).root / variant / f"seed{seed}")
+
+    def ensemble(self, table: str, variant: str) -> ExperimentLayout:
+        """The ensemble of a variant's seeds (:mod:`tctseg.compare.ensembles`): ``<table>/<variant>/ensemble/``."""
+        return ExperimentLayout(self.table(table).root / variant / ENSEMBLE_DIR)

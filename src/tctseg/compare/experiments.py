@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from tctseg.compare.efficiency import inference_parameters, inference_seconds
+from tctseg.compare.ensembles import ensemble_result
 from tctseg.compare.paired import paired_differences
 from tctseg.compare.runs import RunBook
 from tctseg.compare.subsets import fraction_cases, split_half, with_training_fraction
@@ -110,6 +111,10 @@ def _p(value: float) -> str:
     return MISSING if math.isnan(value) else f"{value:.3f}"
 
 
+def _per_case(seconds: float | None, cases: int) -> float | None:
+    return None if seconds is None or not cases else seconds / cases
+
+
 def _wall_time(results: Sequence[dict[str, Any]]) -> float:
     unique = {r["folder"]: r.get("wall_time_s") or 0.0 for r in results}
     return float(sum(unique.values()))
@@ -174,6 +179,16 @@ class Comparison:
             ]
         return self._main[method]
 
+    def ensemble_results(self, method: str) -> dict[str, Any] | None:
+        """``method``'s seeds predicting together (:mod:`tctseg.compare.ensembles`); None for one seed."""
+        runs = self.main_results(method)
+        if len(runs) < 2:
+            return None
+        folder = CompareLayout(self.output).ensemble("main", method).root
+        result = ensemble_result(self.config, method, runs, self.test_cases, folder,
+                                 device=self.device, progress=self.progress)
+        return restrict(result, self.sets.main, self.config.classes) if self.sets.split else result
+
     @property
     def finished_main_results(self) -> dict[str, list[dict[str, Any]]]:
         """The main-table runs made (or reused) so far, per method: what ``results.json`` holds."""
@@ -198,13 +213,27 @@ class Comparison:
         if per_task:
             notes.append(f"{', '.join(per_task)}: one sigmoid per class, scored as their authors do: each class "
                          "on its own mask σ > ½, overlaps allowed; the others on their argmax label maps.")
+        rows, ensemble_seconds = [], 0.0
+        for m, r in results.items():
+            rows.append([m] + metric_cells(r, classes))
+            ensemble = self.ensemble_results(m)
+            if ensemble is not None:
+                rows.append([f"{m} ensemble of {len(r)}"] + metric_cells([ensemble], classes))
+                ensemble_seconds += ensemble.get("predict_time_s") or 0.0
+                notes.append(
+                    f"{m} ensemble of {len(r)}: the {len(r)} seeds' checkpoints predicting together (their "
+                    f"probabilities averaged, as tctseg predict A.pt B.pt ...): one prediction, so no sd; "
+                    f"{ensemble['seconds_per_case']:.1f} s per test case against "
+                    f"{mean_sd([_per_case(x.get('predict_time_s'), len(self.test_cases)) for x in r], digits=1)} s "
+                    "for one seed."
+                )
         return CompareTable(
             name="main",
             title=("Per-class DSC and HD95 on the held-out test cases (paper Tab. 1/2)" if self.sets.held_out
                    else "Per-class DSC and HD95 on the test datasets (paper Tab. 1/2)"),
             header=["method"] + metric_header(classes),
-            rows=[[m] + metric_cells(r, classes) for m, r in results.items()],
-            budget=self.budget(sum(_wall_time(r) for r in results.values())),
+            rows=rows,
+            budget=self.budget(sum(_wall_time(r) for r in results.values()) + ensemble_seconds),
             notes=notes,
         )
 

@@ -72,7 +72,7 @@ class RunBook:
             result = self.finished[key]
             print(f"[compare {self.count}] {label}: same run as {result['folder']}", flush=True)
             return result
-        stored = _read_json(experiment.result_json)
+        stored = read_json(experiment.result_json)
         if stored is not None and not self.overwrite:
             if stored.get("key") != key:
                 raise OutputError(
@@ -90,8 +90,8 @@ class RunBook:
             resume=started and not self.overwrite, overwrite=self.overwrite,
             device=self.device, progress=self.progress, init_checkpoint=init_checkpoint,
         )
-        metrics = _read_json(method_run.metrics_json) or {}
-        result = _json_safe({
+        metrics = read_json(method_run.metrics_json) or {}
+        result = json_safe({
             **summary,
             "key": key,
             "method": method,
@@ -99,7 +99,7 @@ class RunBook:
             "epoch_time_s": seconds_per_epoch(method_run.root),  # PFL: all its stages
             "per_dataset": metrics.get("per_dataset", {}),
         })
-        experiment.result_json.write_text(json.dumps(_json_safe(result), indent=2) + "\n", encoding="utf-8")
+        experiment.result_json.write_text(json.dumps(json_safe(result), indent=2) + "\n", encoding="utf-8")
         mean = result.get("mean_dsc")
         shown = "–" if mean is None else f"{100 * mean:.1f}%"
         print(f"[compare {self.count}] {label}: done in {summary['wall_time_s']:.0f} s, mean DSC {shown}", flush=True)
@@ -107,7 +107,8 @@ class RunBook:
         return result
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from ``path``; None when it is missing, unreadable or not an object."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
@@ -115,12 +116,12 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     # JSON has no NaN: a mean over nothing is written as null
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
