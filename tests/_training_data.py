@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import types
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from tctseg.config import Config, config_from_dict
@@ -103,6 +105,30 @@ def use_sampler(monkeypatch) -> str:
         module.make_train_loader = _stand_in_loader
         monkeypatch.setitem(sys.modules, "tctseg.data.sampler", module)
         return "stand-in"
+
+
+@contextlib.contextmanager
+def interrupted_after_epochs(epochs: int):
+    """Ctrl-C in the middle of epoch ``epochs + 1`` (after its first optimiser step; the epoch needs
+    two or more iterations): a ``Trainer.fit`` in the block has written ``epochs`` epochs'
+    checkpoints and raises KeyboardInterrupt, which the block expects. Resuming must then ignore
+    the step the checkpoints never saw."""
+    from tctseg.training import Trainer
+
+    real_step = Trainer._step
+    steps = []
+
+    def step(self, batch, epoch):
+        assert epoch <= epochs, f"epoch {epochs + 1} ended after one step: the interruption never came"
+        if epoch == epochs:
+            if steps:
+                raise KeyboardInterrupt
+            steps.append(epoch)
+        return real_step(self, batch, epoch)
+
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(Trainer, "_step", step)
+        yield
 
 
 def write_nnunet_dataset(root: Path, seeds=(0, 1, 2)) -> Path:

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import torch
 from _processes import kill_when, running
-from _training_data import memory_cases, phantom_volume, tiny_config, write_run_config
+from _training_data import interrupted_after_epochs, memory_cases, phantom_volume, tiny_config, write_run_config
 
 from tctseg.cli import main
 from tctseg.config import load_config
@@ -325,7 +325,8 @@ def test_resume_with_other_classes_or_preprocessing_is_refused_saying_what_diffe
     config_path = write_run_config(tmp_path)
     train, val = memory_cases()
     run = tmp_path / "run"
-    Trainer(load_config(config_path), run, device="cpu", train_cases=train, val_cases=val, progress=False).fit(stop_after_epoch=1)
+    with interrupted_after_epochs(1):
+        Trainer(load_config(config_path), run, device="cpu", train_cases=train, val_cases=val, progress=False).fit()
     base = ["train", str(config_path), "--output", str(run), "--resume", "--no-prepare", "--device", "cpu", "--no-progress"]
 
     assert main(base + ["--set", "preprocessing.spacing=[1.0,1.0,2.0]"]) == 2
@@ -381,7 +382,8 @@ def test_resume_from_a_checkpoint_without_rng_state_is_refused(tmp_path):
     train, val = memory_cases()
     config = tiny_config("tct", epochs=2)
     kwargs = dict(device="cpu", train_cases=train, val_cases=val, progress=False)
-    Trainer(config, tmp_path / "run", **kwargs).fit(stop_after_epoch=1)
+    with interrupted_after_epochs(1):
+        Trainer(config, tmp_path / "run", **kwargs).fit()
     path = tmp_path / "run" / "checkpoint_last.pt"
     state = torch.load(path, weights_only=True)
     del state["rng"]

@@ -1,6 +1,7 @@
 """PFL as its three stages (methods/pfl.py, training/pfl_pipeline.py): single-organ networks,
 offline pseudo-full labels where ground truth wins, a fresh final network; resumable."""
 
+import contextlib
 import json
 
 import numpy as np
@@ -110,6 +111,18 @@ def _stage1_mtimes(run):
     return {p.parent.name: p.stat().st_mtime_ns for p in (run / "stage1").glob("*/checkpoint_last.pt")}
 
 
+@contextlib.contextmanager
+def _interrupted_as_stage_starts(stage: int):
+    """Ctrl-C as stage ``stage`` of a ``PFLPipeline.fit`` in the block starts; the block expects
+    the KeyboardInterrupt."""
+    def ctrl_c(self, *args):
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(PFLPipeline, f"stage{stage}", ctrl_c)
+        yield
+
+
 def test_pipeline_runs_three_stages_and_resumes_at_each_boundary(tmp_path, monkeypatch):
     use_sampler(monkeypatch)
     train, val = memory_cases()  # c0 annotates liver only, c1 spleen only; v0 both
@@ -120,7 +133,8 @@ def test_pipeline_runs_three_stages_and_resumes_at_each_boundary(tmp_path, monke
     first = build_trainer(config, run, **kwargs)
     assert isinstance(first, PFLPipeline) and isinstance(build_trainer(tiny_config("tal"), tmp_path / "tal", **kwargs), Trainer)
     assert first.organs == [1, 2]
-    assert first.fit(stop_after_stage=1) == {}  # "killed" after stage 1
+    with _interrupted_as_stage_starts(2):
+        first.fit()
     stage1 = _stage1_mtimes(run)
     assert set(stage1) == {"liver", "spleen"}
     liver = load_checkpoint(run / "stage1" / "liver" / "checkpoint_last.pt")
@@ -131,7 +145,8 @@ def test_pipeline_runs_three_stages_and_resumes_at_each_boundary(tmp_path, monke
     with pytest.raises(OutputError, match="--resume"):
         PFLPipeline(config, run, **kwargs)  # a folder with a run needs --resume or --overwrite
 
-    PFLPipeline(config, run, resume=True, **kwargs).fit(stop_after_stage=2)
+    with _interrupted_as_stage_starts(3):
+        PFLPipeline(config, run, resume=True, **kwargs).fit()
     assert _stage1_mtimes(run) == stage1  # stage 1 reused, not retrained
     labels = {p.stem: np.load(p) for p in (run / "stage2").glob("*/*.npy")}
     assert set(labels) == {"c0", "c1"}
@@ -311,7 +326,8 @@ def test_a_shorter_stage1_than_a_network_has_done_names_the_option(tmp_path, mon
     train, val = memory_cases()
     config = tiny_config("pfl", epochs=2, iterations_per_epoch=1)
     run = tmp_path / "pfl"
-    PFLPipeline(config, run, device="cpu", train_cases=train, val_cases=val, progress=False).fit(stop_after_stage=1)
+    with _interrupted_as_stage_starts(2):
+        PFLPipeline(config, run, device="cpu", train_cases=train, val_cases=val, progress=False).fit()
     record = json.loads((run / "pipeline.json").read_text())
     record["stage1"] = {}  # as if killed after the liver network's last checkpoint, before its record
     (run / "pipeline.json").write_text(json.dumps(record))

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from _processes import kill_when
-from _training_data import memory_cases, tiny_config, use_sampler, write_run_config
+from _training_data import interrupted_after_epochs, memory_cases, tiny_config, use_sampler, write_run_config
 
 from tctseg.config import load_config
 from tctseg.errors import ConfigError
@@ -41,8 +41,10 @@ def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, mon
     straight = Trainer(config, tmp_path / "straight", **kwargs)
     straight.fit()
 
-    # "interrupted" after 2 epochs: a new process would start from checkpoint_last.pt
-    Trainer(config, tmp_path / "resumed", **kwargs).fit(stop_after_epoch=2)
+    # Ctrl-C in epoch 3: a new process starts from checkpoint_last.pt (epoch 2)
+    with interrupted_after_epochs(2):
+        Trainer(config, tmp_path / "resumed", **kwargs).fit()
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoint_last.pt")["epoch"] == 2
     resumed = Trainer(config, tmp_path / "resumed", resume=True, **kwargs)
     assert resumed.start_epoch == 2
     resumed.fit()

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from _training_data import memory_cases, tiny_config, use_sampler
+from _training_data import interrupted_after_epochs, memory_cases, tiny_config, use_sampler
 
 from tctseg.errors import OutputError, TrainingError
 from tctseg.checkpoint import load_checkpoint
@@ -124,8 +124,10 @@ def test_repeated_nonfinite_losses_stop_with_a_usable_checkpoint(tmp_path, monke
     use_sampler(monkeypatch)
     train, _ = memory_cases()
     config = tiny_config("tct", epochs=3, iterations_per_epoch=4, max_nonfinite_steps=3, val_every=100)
-    trainer = Trainer(config, tmp_path / "run", device="cpu", train_cases=train, val_cases=[], progress=False)
-    trainer.fit(stop_after_epoch=1)
+    kwargs = dict(device="cpu", train_cases=train, val_cases=[], progress=False)
+    with interrupted_after_epochs(1):
+        Trainer(config, tmp_path / "run", **kwargs).fit()
+    trainer = Trainer(config, tmp_path / "run", resume=True, **kwargs)
     weights = {k: v.clone() for k, v in trainer.method.state_dict().items()}
     _nan_after(trainer.method, good_calls=0, bad_calls=100)
     with pytest.raises(TrainingError, match=r"3 steps in a row.*checkpoint_last\.pt is usable"):

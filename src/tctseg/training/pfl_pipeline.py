@@ -278,16 +278,9 @@ class PFLPipeline:
         return [k for k in range(1, self.config.num_classes + 1)
                 if any(k in a for a in annotated) and not all(k in a for a in annotated)]
 
-    def fit(self, stop_after_stage: int | None = None) -> dict[str, Any]:
-        """Stages 1–3 (or up to ``stop_after_stage``); returns the final network's Trainer summary
-        (``{}`` when stopped before stage 3)."""
-        checkpoints = self.stage1()
-        if stop_after_stage == 1:
-            return {}
-        cases = self.stage2(checkpoints)
-        if stop_after_stage == 2:
-            return {}
-        return self.stage3(cases)
+    def fit(self) -> dict[str, Any]:
+        """Stages 1–3; returns the final network's Trainer summary."""
+        return self.stage3(self.stage2(self.stage1()))
 
     def stage1(self) -> dict[int, Path]:
         """Train (or reuse) each single-organ network; class id → the checkpoint that labels."""

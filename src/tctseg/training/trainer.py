@@ -306,15 +306,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
 
-    def fit(self, stop_after_epoch: int | None = None) -> dict[str, Any]:
-        """Train from the next epoch to ``train.epochs`` (or up to ``stop_after_epoch`` completed).
+    def fit(self) -> dict[str, Any]:
+        """Train from the next epoch to ``train.epochs``.
 
         Returns ``{"epochs_completed", "best_metric", "last_checkpoint", "best_checkpoint"}``.
         """
         t = self.config.train
-        end = t.epochs if stop_after_epoch is None else min(t.epochs, stop_after_epoch)
         try:
-            for epoch in range(self.start_epoch, end):
+            for epoch in range(self.start_epoch, t.epochs):
                 row = self.train_epoch(epoch)
                 completed = epoch + 1
                 validated = completed % t.val_every == 0 or completed == t.epochs
@@ -331,7 +330,7 @@ class Trainer:
                 if self.context.is_main:
                     self._save(completed, improved)
                     self.logger.log_epoch(row)
-                    if validated or completed == end:
+                    if validated:  # the last epoch always is
                         self.logger.plot_progress()
                     self._print_epoch(row)
                 self.start_epoch = completed
