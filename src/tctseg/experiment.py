@@ -51,6 +51,7 @@ from tctseg.inference.export import write_index
 from tctseg.inference.inputs import PredictionInput
 from tctseg.inference.predict import predict_cases
 from tctseg.layout import ExperimentLayout, PredictionsLayout, RunLayout
+from tctseg.outputs import write_atomically
 
 
 @dataclass(frozen=True)
@@ -209,6 +210,8 @@ def run_experiment(
     for method in methods:
         results[method] = run_method(config, method, run_dir, cases, resume=resume, overwrite=overwrite,
                                      device=device, progress=progress)
-        ExperimentLayout(run_dir).results_json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        text = json.dumps(results, indent=2) + "\n"
+        write_atomically(ExperimentLayout(run_dir).results_json, lambda tmp: tmp.write_text(text, encoding="utf-8"),
+                         "the experiment's results")
     build_report(run_dir)
     return results

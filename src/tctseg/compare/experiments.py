@@ -48,6 +48,7 @@ from tctseg.errors import ConfigError
 from tctseg.experiment import TestCase, write_ground_truths
 from tctseg.layout import LOG_CSV, METRICS_STEM, CompareLayout
 from tctseg.methods import method_class
+from tctseg.outputs import write_atomically
 
 TABLE_NAMES = ("main", "paired", "efficiency", "lowdata", "ablation", "generalisation", "transfer")
 DEFAULT_FRACTIONS = (0.2, 0.5, 1.0)
@@ -645,4 +646,5 @@ def write_results(main: dict[str, list[dict[str, Any]]], classes: Sequence[str],
         if records:
             found = list(records.values())
             summary[method]["text_embeddings"] = found[0] if len(found) == 1 else found
-    path.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    text = json.dumps(summary, indent=2) + "\n"
+    write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), "the comparison's results")

@@ -22,6 +22,7 @@ from tctseg.config import Config
 from tctseg.errors import OutputError
 from tctseg.experiment import TestCase, run_method
 from tctseg.layout import CompareLayout
+from tctseg.outputs import write_atomically
 from tctseg.run_records import seconds_per_epoch
 
 
@@ -99,7 +100,8 @@ class RunBook:
             "epoch_time_s": seconds_per_epoch(method_run.root),  # PFL: all its stages
             "per_dataset": metrics.get("per_dataset", {}),
         })
-        experiment.result_json.write_text(json.dumps(json_safe(result), indent=2) + "\n", encoding="utf-8")
+        text = json.dumps(json_safe(result), indent=2) + "\n"
+        write_atomically(experiment.result_json, lambda tmp: tmp.write_text(text, encoding="utf-8"), "the run's result")
         mean = result.get("mean_dsc")
         shown = "–" if mean is None else f"{100 * mean:.1f}%"
         print(f"[compare {self.count}] {label}: done in {summary['wall_time_s']:.0f} s, mean DSC {shown}", flush=True)

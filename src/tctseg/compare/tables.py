@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tctseg.config import Config
+from tctseg.outputs import write_atomically
 
 MISSING = "–"
 PAPER_BUDGET = "paper: 200 epochs × 250 iterations, patch 192×192×64, batch 4, width 16 depth 5"
@@ -132,6 +133,6 @@ def write_table(table: CompareTable, tables_dir: Path) -> tuple[Path, Path]:
     """Write ``<name>.md`` and ``<name>.csv`` (UTF-8) into ``tables_dir``; returns both paths."""
     tables_dir.mkdir(parents=True, exist_ok=True)
     md, csv_path = tables_dir / f"{table.name}.md", tables_dir / f"{table.name}.csv"
-    md.write_text(to_markdown(table), encoding="utf-8")
-    csv_path.write_text(to_csv(table), encoding="utf-8")
+    write_atomically(md, lambda tmp: tmp.write_text(to_markdown(table), encoding="utf-8"), "a table")
+    write_atomically(csv_path, lambda tmp: tmp.write_text(to_csv(table), encoding="utf-8"), "a table")
     return md, csv_path
