@@ -12,7 +12,7 @@ $(VENV)/.installed: pyproject.toml
 	@# torch first, pinned, and only when absent: a GPU user installs their CUDA build
 	@# into $(VENV) beforehand and it is kept. pip must never resolve an unpinned torch.
 	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install --quiet "$(TORCH_PIN)"
-	$(PIP) install --quiet -e ".[test]"
+	$(PIP) install --quiet -e ".[test,fast-cpu]"
 	@touch $@
 
 venv install: $(VENV)/.installed

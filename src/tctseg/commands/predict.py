@@ -20,7 +20,7 @@ from tctseg.layout import (
     PredictionsLayout,
 )
 from tctseg.predict_options import DEFAULT_QC_THRESHOLD, ENSEMBLE_QC_THRESHOLD, OUTPUT_FORMATS
-from tctseg.settings import MODALITIES
+from tctseg.settings import INFERENCE_BACKENDS, MODALITIES
 
 NAME = "predict"
 HELP = "segment scans (NIfTI files or DICOM series) with a trained checkpoint, or an ensemble of several"
@@ -40,6 +40,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("output", type=Path, help=f"output folder for <case>{LABEL_MAP_SUFFIX} label maps and {PREDICTIONS_INDEX}")
     parser.add_argument("--overlap", type=float, help="sliding-window overlap in [0, 1) (default: config inference.overlap)")
+    parser.add_argument(
+        "--backend", choices=INFERENCE_BACKENDS, default="torch",
+        help="what runs the network: torch (eager, default), or on the CPU onnxruntime / openvino (pip install "
+        "'.[fast-cpu]'; the network is exported once per checkpoint, cached in $TCTSEG_EXPORT_CACHE or "
+        "~/.cache/tctseg/exported)",
+    )
     parser.add_argument("--sw-batch", type=int, help="windows per network call (default: config inference.sw_batch_size)")
     parser.add_argument("--tta", action="store_true", default=None, help="flip test-time augmentation (8× slower)")
     parser.add_argument("--lcc", action="store_true", default=None, help="keep the largest connected component per class")
@@ -84,6 +90,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tctseg.devices import describe_device, resolve_device
     from tctseg.errors import ConfigError
+    from tctseg.inference.backends import check_backend
     from tctseg.inference.predict import predict_cases
     from tctseg.predict_options import ReportOptions
 
@@ -96,7 +103,9 @@ def run(args: argparse.Namespace) -> int:
         qc_threshold=args.qc_threshold, output_format=args.output_format,
     )
     device = resolve_device(args.device)
-    print(f"predict: on {describe_device(device)}", flush=True)
+    check_backend(args.backend, device)
+    backend = "" if args.backend == "torch" else f", network run by {args.backend}"
+    print(f"predict: on {describe_device(device)}{backend}", flush=True)
     warn_about_unread_files(args.input, args.output)
     results = predict_cases(
         args.model,
@@ -113,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
         device=device,
         progress=not args.no_progress,
         reports=reports,
+        backend=args.backend,
     )
     counts = {s: sum(r.status == s for r in results) for s in ("written", "skipped", "completed", "failed")}
     completed = f", {counts['completed']} completed (reports added to a finished label map)" if counts["completed"] else ""

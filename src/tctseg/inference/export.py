@@ -32,7 +32,8 @@ TASK_THRESHOLD = 0.5  # a task's voxel is in its mask when σ_c > ½ (the author
 class PredictionResult:
     """What happened to one case. ``status``: ``written`` | ``skipped`` (output existed) | ``failed``.
     ``models``: the ``{checkpoint, sha256}`` of each model that predicted it in this run (None when
-    this run did not predict it); ``modality``: the scan's (CT or MR), as predict was given it."""
+    this run did not predict it); ``modality``: the scan's (CT or MR), as predict was given it;
+    ``backend``: the engine that ran the network (:mod:`tctseg.inference.backends`), with ``models``."""
 
     case_id: str
     image: Path
@@ -46,6 +47,7 @@ class PredictionResult:
     seconds: float = 0.0
     models: list[dict[str, str | None]] | None = None
     modality: str | None = None
+    backend: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -136,11 +138,12 @@ def _exists(output_dir: Path, listed: Any) -> bool:
 
 
 def write_index(output_dir: Path, results: Sequence[PredictionResult]) -> Path:
-    """``<output_dir>/index.json``: ``[{case_id, image, prediction[, probabilities, task_masks, label, dataset, modality, models]}]``.
+    """``<output_dir>/index.json``: ``[{case_id, image, prediction[, probabilities, task_masks, label, dataset, modality, models, backend]}]``.
 
     ``models``: the checkpoints that predicted the case, ``[{checkpoint, sha256}]`` (one, or an
     ensemble's members; both null for a model given in memory); a skipped case keeps its
-    earlier entry's. ``modality``: the scan's, which the report's overlays are drawn by.
+    earlier entry's, and so its ``backend`` (torch, onnxruntime or openvino: what ran the
+    network). ``modality``: the scan's, which the report's overlays are drawn by.
 
     The index is also the record of which files in the folder tctseg wrote
     (:func:`check_own_outputs`). Entries of earlier runs whose prediction file still exists
@@ -173,8 +176,10 @@ def write_index(output_dir: Path, results: Sequence[PredictionResult]) -> Path:
             entry["modality"] = r.modality
         if r.models is not None:
             entry["models"] = r.models
-        elif "models" in earlier:  # skipped: predicted by an earlier run
-            entry["models"] = earlier["models"]
+            if r.backend is not None:
+                entry["backend"] = r.backend
+        else:  # skipped: predicted by an earlier run
+            entry.update({k: earlier[k] for k in ("models", "backend") if k in earlier})
         entries[r.case_id] = entry
     text = json.dumps(sorted(entries.values(), key=lambda e: e["case_id"]), indent=2) + "\n"
     return write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), "the prediction index")

@@ -53,6 +53,7 @@ import numpy as np
 from tctseg.data.conversion import dataset_modality
 from tctseg.data.io import save_nifti
 from tctseg.errors import ConfigError, DataError, OutputError, TctsegError
+from tctseg.inference.backends import check_backend, network_for
 from tctseg.inference.ensemble import (
     RESULT_INFERENCE_SETTINGS,
     EnsembleMember,
@@ -139,6 +140,21 @@ class _Run:
     progress: bool
     protect: list[Path]
     reports: CaseReports | None
+    backend: str = "torch"
+    # (member index, entry point) → what the sliding window calls, built on first use
+    networks: dict = dataclasses.field(default_factory=dict)
+
+    def network(self, index: int, entry: str):
+        """Member ``index``'s ``entry`` (predict_logits, predict_with_aux, task_logits) under
+        :attr:`backend`: None for torch (the method's own call), else an exported network."""
+        if self.backend == "torch":
+            return None
+        if (index, entry) not in self.networks:
+            member = self.members[index]
+            self.networks[index, entry] = network_for(
+                member.method, entry, self.backend, member.config.train.patch_size, checkpoint_sha256=member.sha256
+            )
+        return self.networks[index, entry]
 
 
 # --------------------------------------------------------------------------- predicting
@@ -161,6 +177,7 @@ def predict_cases(
     device: str = "cpu",
     progress: bool = True,
     reports: ReportOptions | None = None,
+    backend: str = "torch",
 ) -> list[PredictionResult]:
     """Predict every case of ``inputs`` into ``output_dir`` and write ``output_dir/index.json``.
 
@@ -189,9 +206,14 @@ def predict_cases(
 
     ``reports``: statistics, preview, QC and DICOM SEG outputs per case
     (:mod:`tctseg.inference.reports`); the auxiliary heads run only for its ``qc``.
+
+    ``backend``: what runs the network over the windows (:mod:`tctseg.inference.backends`):
+    ``torch`` (eager), or ``onnxruntime`` / ``openvino`` (CPU, optional extra ``fast-cpu``; the
+    network exported once per checkpoint); recorded per case in ``index.json``.
     """
     from tqdm import tqdm
 
+    check_backend(backend, device)
     members = load_members(model if isinstance(model, list) else [model], device)
     if len(members) > 1:  # before the output folder is touched
         unset = [k for k, v in zip(RESULT_INFERENCE_SETTINGS, (overlap, tta_flip, largest_component)) if v is None]
@@ -235,6 +257,7 @@ def predict_cases(
         largest_component=lcc, task_prompted=task_prompted,
         save_probabilities=save_probabilities, save_task_masks=save_task_masks,
         device=device, progress=progress, protect=[Path(c.image) for c in cases], reports=case_reports,
+        backend=backend,
     )
     seen: dict[str, Path] = {}
     results: list[PredictionResult] = []
@@ -257,6 +280,7 @@ def predict_cases(
                 # listed in index.json before its first file is written, so a run killed in
                 # between leaves no output that this folder's index does not claim
                 result.models = [m.record() for m in run.members]
+                result.backend = run.backend
                 write_index(run.output_dir, [*results, dataclasses.replace(
                     result, status="written", prediction=prediction, probabilities=probabilities, task_masks=task_masks)])
                 _predict_case(run, case)
@@ -369,7 +393,11 @@ def _ensemble_probabilities(
     windows = sum(window_count(image.shape, m.config.train.patch_size, run.overlap) for m in run.members)
     total = None
     with tqdm(total=windows, desc="windows", unit="window", leave=False, disable=not run.progress) as bar:
-        for member in run.members:
+        for index, member in enumerate(run.members):
+            member_tasks = tasks if run.task_prompted else None
+            entry = "predict_with_aux" if aux_heads else "task_logits" if run.task_prompted else "predict_logits"
+            # a per-dataset task call (Hermes' task tokens) is the method's own, whatever the backend
+            network = run.network(index, entry) if member_tasks is None else None
             probs = sliding_window_probabilities(
                 member.method,
                 image,
@@ -382,7 +410,8 @@ def _ensemble_probabilities(
                 task_probabilities=run.task_prompted,
                 aux_heads=aux_heads,
                 on_windows=bar.update,
-                tasks=tasks if run.task_prompted else None,
+                tasks=member_tasks,
+                network=network,
             ).numpy()
             if member_labels is not None:
                 labels = labels_in_original_space(

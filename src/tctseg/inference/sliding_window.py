@@ -124,6 +124,7 @@ def sliding_window_probabilities(
     task_probabilities: bool = False,
     on_windows: Callable[[int], object] | None = None,
     tasks: Sequence[int] | None = None,
+    network: Callable[[torch.Tensor], object] | None = None,
 ) -> torch.Tensor:
     """Class probabilities of a whole volume: image ``[X, Y, Z]`` → float32 ``[N+1, X, Y, Z]`` on the CPU.
 
@@ -145,6 +146,10 @@ def sliding_window_probabilities(
     ``progress`` shows MONAI's bar over the network calls; ``on_windows(n)`` instead is called
     after each network call with its number of windows (``n`` ≤ ``sw_batch_size``; they add up
     to :func:`window_count`), e.g. a tqdm bar's ``update``.
+
+    ``network``: what to call on each window batch instead of the method's own entry point
+    (``predict_logits``, ``predict_with_aux`` or ``task_logits`` as the flags choose), with
+    the same inputs and outputs: an exported network (:func:`tctseg.inference.backends.network_for`).
     """
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
@@ -164,6 +169,10 @@ def sliding_window_probabilities(
     network_call = method.predict_with_aux if aux_heads else method.task_logits if task_probabilities else method.predict_logits
     if tasks is not None:
         network_call = functools.partial(method.task_logits_for, tasks=tuple(int(t) for t in tasks))
+    if network is not None:
+        if tasks is not None:
+            raise ValueError("network: not with tasks (a per-dataset task call is the method's own)")
+        network_call = network
     predictor = window_probabilities(
         network_call,
         tta_flip=tta_flip,
