@@ -40,10 +40,10 @@ import numpy as np
 from tctseg.config import load_config
 from tctseg.data.conversion import find_cases
 from tctseg.data.io import load_volume
+from tctseg.files.layout import PredictionsLayout
 from tctseg.metrics.masks import dice
 from tctseg.metrics.ranking import auroc_for_low, aurc, aurc_optimal, spearman
 from tctseg.inference import PredictionInput, predict_cases
-from tctseg.layout import PredictionsLayout
 from tctseg.predict_options import DEFAULT_QC_THRESHOLD, ENSEMBLE_QC_THRESHOLD, ReportOptions
 from tctseg.checkpoint import load_method_from_checkpoint
 

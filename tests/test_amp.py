@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
+from tctseg.files.run_records import read_log
 from tctseg.methods import available_methods, build_method
 from tctseg.training import trainer as trainer_module
 from tctseg.checkpoint import load_checkpoint
-from tctseg.run_records import read_log
 from tctseg.training.trainer import Trainer
 
 from _training_data import memory_cases, tiny_config, use_sampler

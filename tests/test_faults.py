@@ -547,7 +547,7 @@ def _one_error_line(result: subprocess.CompletedProcess, command: str) -> str:
 
 def _lock_holder(folder: Path, seconds: float = 300) -> list[str]:
     """A separate process that takes tctseg's lock on ``folder`` and keeps it ``seconds`` (or until killed)."""
-    code = ("import sys, time; from tctseg.locking import folder_lock\n"
+    code = ("import sys, time; from tctseg.files.locking import folder_lock\n"
             "with folder_lock(sys.argv[1], 'test holder'):\n    time.sleep(float(sys.argv[2]))")
     return [sys.executable, "-c", code, str(folder), str(seconds)]
 
@@ -564,7 +564,7 @@ def test_a_second_train_on_a_running_runs_folder_is_refused_naming_the_holder(tm
             assert f"{run}: in use by another tctseg process (pid {proc.pid}: training run" in line, line
         assert proc.poll() is None
     # the first run was SIGKILLed holding the lock: the kernel released it, nothing stale is left
-    from tctseg.locking import folder_lock
+    from tctseg.files.locking import folder_lock
 
     with folder_lock(run, "test"):
         pass
@@ -693,7 +693,7 @@ def test_a_failed_clean_up_does_not_hide_the_one_line_error(tmp_path, monkeypatc
     that was never created); that second error hid the OutputError (issue 31, item 9)."""
     import tctseg.checkpoint as checkpoint_module
     from tctseg.checkpoint import save_checkpoint
-    from tctseg.outputs import write_atomically
+    from tctseg.files.outputs import write_atomically
 
     monkeypatch.setattr(pathlib.Path, "unlink", _read_only)
     with pytest.raises(OutputError, match=r"a\.json: cannot write the file \(Read-only file system\)"):
@@ -708,7 +708,7 @@ def test_a_failed_clean_up_does_not_hide_the_one_line_error(tmp_path, monkeypatc
 
 
 def test_temporary_names_are_short_deterministic_and_beside_the_file():
-    from tctseg.outputs import NAME_MAX, temporary_path
+    from tctseg.files.outputs import NAME_MAX, temporary_path
 
     final = Path("/out") / ("s" * 243 + ".nii.gz")  # a legal 250-byte name
     tmp = temporary_path(final)

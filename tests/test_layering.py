@@ -13,8 +13,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # lowest first; a module belongs to the layer of the longest prefix that names it
 LAYERS: list[tuple[str, ...]] = [
-    ("tctseg", "tctseg.errors", "tctseg.settings", "tctseg.config", "tctseg.outputs", "tctseg.locking",
-     "tctseg.filetypes", "tctseg.organs", "tctseg.predict_options", "tctseg.layout", "tctseg.devices"),
+    ("tctseg", "tctseg.errors", "tctseg.settings", "tctseg.config", "tctseg.devices", "tctseg.predict_options",
+     "tctseg.files"),
     ("tctseg.network", "tctseg.losses", "tctseg.metrics", "tctseg.data", "tctseg.data.io",
      "tctseg.data.dicom_geometry", "tctseg.data.conversion", "tctseg.data.phantom", "tctseg.data.augment"),
     ("tctseg.preprocessing",),

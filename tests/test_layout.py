@@ -1,4 +1,4 @@
-"""tctseg.layout: the run-folder and predictions-folder names, and a check that no other module spells them."""
+"""tctseg.files.layout: the run-folder and predictions-folder names, and a check that no other module spells them."""
 
 import ast
 import subprocess
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tctseg import layout
-from tctseg.layout import CompareLayout, ExperimentLayout, MetricsLayout, PredictionsLayout, RunLayout
+from tctseg.files import layout
+from tctseg.files.layout import CompareLayout, ExperimentLayout, MetricsLayout, PredictionsLayout, RunLayout
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "tctseg"
 
@@ -111,17 +111,17 @@ def test_experiment_and_compare_layout_paths():
 
 
 def test_layout_imports_nothing_heavy_and_nothing_of_tctseg():
-    code = ("import sys, tctseg.layout; "
+    code = ("import sys, tctseg.files.layout; "
             "print(sorted(m for m in sys.modules if m.startswith('tctseg') or m in ('torch', 'numpy')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(SRC.parent)}).stdout
-    assert out.strip() == "['tctseg', 'tctseg.layout']"
+    assert out.strip() == "['tctseg', 'tctseg.files', 'tctseg.files.layout']"
 
 
 def test_a_run_folder_is_read_without_the_trainer():
-    """The report and compare read a run's final folder and epoch times through tctseg.run_records
+    """The report and compare read a run's final folder and epoch times through tctseg.files.run_records
     (torch-free), not through the trainer or PFL's pipeline (issue 29, item 3)."""
-    code = ("import sys, tctseg.run_records; print('torch' in sys.modules); "
+    code = ("import sys, tctseg.files.run_records; print('torch' in sys.modules); "
             "import tctseg.report.report, tctseg.compare.runs; "
             "print(sorted(m for m in sys.modules if m.startswith('tctseg.training')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
@@ -175,7 +175,7 @@ def literal_copies(path: Path, root: Path = SRC.parent) -> list[str]:
 def test_no_module_but_layout_spells_a_run_folder_name():
     copies = [hit for module in sorted(SRC.rglob("*.py")) if module.name != "layout.py"
               for hit in literal_copies(module)]
-    assert copies == [], "use tctseg.layout instead of these names:\n" + "\n".join(copies)
+    assert copies == [], "use tctseg.files.layout instead of these names:\n" + "\n".join(copies)
 
 
 def test_the_literal_check_finds_a_copy(tmp_path):

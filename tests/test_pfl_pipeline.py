@@ -11,10 +11,10 @@ import yaml
 
 from tctseg.cli import main
 from tctseg.errors import ConfigError, OutputError
+from tctseg.files.run_records import mean_epoch_time, seconds_per_epoch
 from tctseg.methods import build_method
 from tctseg.losses.dice_ce import full_dice_ce_loss
 from tctseg.methods.pfl import pseudo_full_label, stage1_epochs
-from tctseg.run_records import mean_epoch_time, seconds_per_epoch
 from tctseg.checkpoint import load_checkpoint
 from tctseg.training.build import build_trainer
 from tctseg.training.pfl_pipeline import (

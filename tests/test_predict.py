@@ -19,8 +19,8 @@ from tctseg.cli import main
 from tctseg.config import config_from_dict
 from tctseg.data.io import load_volume, save_nifti
 from tctseg.errors import ConfigError, DataError, OutputError
+from tctseg.files.outputs import write_atomically
 from tctseg.inference import PredictionInput, find_cases, predict_cases, training_modality
-from tctseg.outputs import write_atomically
 from tctseg.methods import build_method
 from tctseg.methods.task_prompted import TaskPromptedMethod
 

@@ -17,11 +17,11 @@ from tctseg.cli import main
 from tctseg.config import config_from_dict
 from tctseg.data.io import dicom_series_files, load_volume
 from tctseg.inference import predict_cases
+from tctseg.inference.organs import ORGANS
 from tctseg.inference.preview import organ_centre, render_preview
 from tctseg.inference.quality import organ_quality
 from tctseg.inference.statistics import organ_statistics
 from tctseg.methods import build_method
-from tctseg.organs import ORGANS
 from tctseg.predict_options import ReportOptions
 
 from test_predict import CT, DATA, DICOM, IntensityAndEdge, needs_data, save_checkpoint_of, tiny_config, write_lps_copy

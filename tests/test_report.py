@@ -13,8 +13,8 @@ import pytest
 from tctseg.cli import main
 from tctseg.errors import DataError, TctsegWarning
 from tctseg.evaluation.evaluate import evaluate_folders, write_json
+from tctseg.files.run_records import read_log, read_log_columns
 from tctseg.report import build_report, class_overlays, load_index
-from tctseg.run_records import read_log, read_log_columns
 
 CLASSES = ["liver", "spleen", "kidney"]
 AFFINE = np.diag([1.0, 1.0, 3.0, 1.0])

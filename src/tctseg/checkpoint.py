@@ -32,14 +32,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from tctseg.errors import CheckpointError, ConfigError
-from tctseg.filetypes import HEAD_BYTES, describe_file, is_pickle, is_zip
-from tctseg.outputs import discard, temporary_path
+from tctseg.files.filetypes import HEAD_BYTES, describe_file, is_pickle, is_zip
+from tctseg.files.outputs import discard, temporary_path
 
 if TYPE_CHECKING:
     from tctseg.config import Config
     from tctseg.methods import Method
 
-# preprocessing settings that do not change the prepared data
 # the pickle member of a checkpoint holds the plain data (config, history, optimizer scalars):
 # ~35 KB after 100 epochs; 64 MB is far above any real one and far below a bomb's gigabytes
 MAX_PICKLE_BYTES = 64 * 2**20
@@ -62,7 +61,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write ``state`` to ``path`` through a temporary file in the same folder, then rename.
 
     A crash mid-write leaves the previous checkpoint intact. The temporary name never ends in
-    ``.pt`` and is short where the final name is long (:func:`tctseg.outputs.temporary_path`);
+    ``.pt`` and is short where the final name is long (:func:`tctseg.files.outputs.temporary_path`);
     removing it after a failure is best effort, so the CheckpointError is what is reported.
     """
     path = Path(path)

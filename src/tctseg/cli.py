@@ -100,7 +100,7 @@ def _internal_error(args: argparse.Namespace, e: BaseException) -> int:
 def check_path_arguments(args: argparse.Namespace) -> None:
     """Refuse (one line, exit 2) a path argument with a name too long to exist on any common
     file system (over 255 bytes; ENAMETOOLONG), before a command reads or creates anything."""
-    from tctseg.outputs import name_too_long
+    from tctseg.files.outputs import name_too_long
 
     for key, value in vars(args).items():
         for item in value if isinstance(value, (list, tuple)) else [value]:

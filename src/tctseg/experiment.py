@@ -47,11 +47,11 @@ from tctseg.data.conversion import find_cases
 from tctseg.data.io import save_nifti
 from tctseg.errors import ConfigError, DataError
 from tctseg.evaluation.evaluate import EvaluationResult, evaluate_files, write_csv, write_json, write_markdown
+from tctseg.files.layout import ExperimentLayout, PredictionsLayout, RunLayout
+from tctseg.files.outputs import write_atomically
 from tctseg.inference.export import write_index
 from tctseg.inference.inputs import PredictionInput
 from tctseg.inference.predict import predict_cases
-from tctseg.layout import ExperimentLayout, PredictionsLayout, RunLayout
-from tctseg.outputs import write_atomically
 
 
 @dataclass(frozen=True)

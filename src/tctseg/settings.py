@@ -3,10 +3,10 @@
 ``tctseg.config`` validates a YAML file against these before anything is built, and the code
 that acts on a setting (the converters, the trainer's optimiser and schedule, the U-Net's
 norm, the consistency filter, TCT's weighting, the augmentation presets) imports the same
-tuple for its own checks and error messages. This module imports nothing from tctseg and no
-torch, so the config stays light and there is no import circle. ``tests/test_settings.py``
-asserts that every value listed here is one its owner acts on, and that the owner acts on
-no other.
+tuple for its own checks and error messages. This module imports only :mod:`tctseg.errors`
+from tctseg and no torch, so the config stays light and there is no import circle.
+``tests/test_settings.py`` asserts that every value listed here is one its owner acts on, and
+that the owner acts on no other.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from tctseg.compare import TABLE_NAMES, run_compare
     from tctseg.config import load_config
     from tctseg.errors import ConfigError
-    from tctseg.layout import CompareLayout
+    from tctseg.files.layout import CompareLayout
     from tctseg.methods import available_methods
 
     config = load_config(args.config, args.overrides)

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from tctseg.config import load_config
     from tctseg.data.phantom import write_phantom
     from tctseg.experiment import run_experiment
-    from tctseg.layout import ExperimentLayout
+    from tctseg.files.layout import ExperimentLayout
 
     start = time.perf_counter()
     if not (args.phantom / "README.md").exists():

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from tctseg.errors import ConfigError, OutputError
-from tctseg.layout import MetricsLayout, RunLayout
-from tctseg.outputs import ensure_writable
+from tctseg.files.layout import MetricsLayout, RunLayout
+from tctseg.files.outputs import ensure_writable
 
 NAME = "evaluate"
 HELP = "score predicted label maps against ground truths (DSC, HD95 in mm)"

@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from tctseg.layout import (
+from tctseg.files.layout import (
     CHECKPOINT_BEST,
     DICOM_SEG_SUFFIX,
     LABEL_MAP_SUFFIX,

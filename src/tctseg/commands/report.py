@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tctseg.layout import REPORT_HTML, REPORT_MD
+from tctseg.files.layout import REPORT_HTML, REPORT_MD
 
 NAME = "report"
 HELP = f"write RUN_DIR/{REPORT_HTML} and {REPORT_MD}: metrics, curves, overlays, config"

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from tctseg.config import load_config
     from tctseg.errors import ConfigError
     from tctseg.experiment import run_experiment
-    from tctseg.layout import ExperimentLayout
+    from tctseg.files.layout import ExperimentLayout
     from tctseg.methods import available_methods
 
     config = load_config(args.config, args.overrides)

@@ -54,8 +54,8 @@ def run(args: argparse.Namespace) -> int:
     started, before = False, set()  # this process holds the folder, may tidy up after a failed first epoch
     try:
         if context.is_main:
-            from tctseg.locking import folder_lock
-            from tctseg.outputs import ensure_writable
+            from tctseg.files.locking import folder_lock
+            from tctseg.files.outputs import ensure_writable
             from tctseg.training.run_folder import check_output_dir
             from tctseg.training.trainer import check_resume, existing_run_files
 
@@ -113,8 +113,8 @@ def check_config_is_kept(config_path: Path, run_folders: list[Path]) -> None:
     """Refuse (OutputError, before anything is written) a config file that the training in one of
     ``run_folders`` would write over or remove: its own config.yaml (``train runs/x/config.yaml
     --output runs/x``), or a file inside its TensorBoard or PFL stage folders."""
-    from tctseg.layout import RunLayout
-    from tctseg.outputs import check_not_an_output
+    from tctseg.files.layout import RunLayout
+    from tctseg.files.outputs import check_not_an_output
 
     for folder in run_folders:
         check_not_an_output(

@@ -23,9 +23,9 @@ from typing import Any
 from tctseg.compare.runs import json_safe, read_json
 from tctseg.config import Config
 from tctseg.experiment import TestCase, evaluate_test_cases, predict_test_cases
-from tctseg.layout import ExperimentLayout
+from tctseg.files.layout import ExperimentLayout
+from tctseg.files.outputs import write_atomically
 from tctseg.methods import method_class
-from tctseg.outputs import write_atomically
 
 
 def members_key(checkpoints: Sequence[Path]) -> str:

@@ -46,9 +46,9 @@ from tctseg.compare.testsets import classify_test_sets, restrict
 from tctseg.config import Config, DatasetConfig
 from tctseg.errors import ConfigError
 from tctseg.experiment import TestCase, write_ground_truths
-from tctseg.layout import LOG_CSV, METRICS_STEM, CompareLayout
+from tctseg.files.layout import LOG_CSV, METRICS_STEM, CompareLayout
+from tctseg.files.outputs import write_atomically
 from tctseg.methods import method_class
-from tctseg.outputs import write_atomically
 
 TABLE_NAMES = ("main", "paired", "efficiency", "lowdata", "ablation", "generalisation", "transfer")
 DEFAULT_FRACTIONS = (0.2, 0.5, 1.0)

@@ -21,9 +21,9 @@ from typing import Any
 from tctseg.config import Config
 from tctseg.errors import OutputError
 from tctseg.experiment import TestCase, run_method
-from tctseg.layout import CompareLayout
-from tctseg.outputs import write_atomically
-from tctseg.run_records import seconds_per_epoch
+from tctseg.files.layout import CompareLayout
+from tctseg.files.outputs import write_atomically
+from tctseg.files.run_records import seconds_per_epoch
 
 
 def run_key(config: Config, method: str, cases: Sequence[TestCase], init_checkpoint: Path | None) -> str:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tctseg.config import Config
-from tctseg.outputs import write_atomically
+from tctseg.files.outputs import write_atomically
 
 MISSING = "–"
 PAPER_BUDGET = "paper: 200 epochs × 250 iterations, patch 192×192×64, batch 4, width 16 depth 5"

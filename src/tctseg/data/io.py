@@ -22,7 +22,7 @@ import numpy as np
 
 from tctseg.data.dicom_geometry import check_series_geometry
 from tctseg.errors import DataError, GeometryWarning, OutputError
-from tctseg.outputs import write_atomically
+from tctseg.files.outputs import write_atomically
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 # 2^31 voxels (8 GiB as float32): far above any CT/MR scan (512×512×1000 is 2.6e8); a header
@@ -126,7 +126,7 @@ def save_nifti(
 ) -> Path:
     """Write ``array`` [X, Y, Z] (or [X, Y, Z, C]) with ``affine`` (sform and qform) as NIfTI, atomically.
 
-    Written through :func:`tctseg.outputs.write_atomically` (a temporary name that never ends
+    Written through :func:`tctseg.files.outputs.write_atomically` (a temporary name that never ends
     in ``.nii.gz``, renamed into place; whatever the write raises, even KeyboardInterrupt, the
     temporary file is removed). ``scale``: stored as the NIfTI ``scl_slope`` (uint8 probabilities use 1/255).
     A ``.nii.gz`` is gzipped at level 1 (nibabel's default) with no time stamp and the final

@@ -44,9 +44,9 @@ from tqdm import tqdm
 from tctseg.data.conversion.common import UNLABELLED_NAMES, relabel
 from tctseg.data.io import affine_spacing, is_nifti
 from tctseg.errors import DataError, LabelError
+from tctseg.files.outputs import write_atomically
 from tctseg.metrics.masks import dice, hd95
 from tctseg.inference import inputs
-from tctseg.outputs import write_atomically
 
 CONVENTION = (
     "HD95 is the larger of the two directed 95th percentiles of surface distances, in mm "
@@ -360,7 +360,7 @@ def _load(path: Path) -> nib.Nifti1Image:
 
 
 # --------------------------------------------------------------------------- writers
-# each through tctseg.outputs.write_atomically: a killed or full-disk run leaves the earlier
+# each through tctseg.files.outputs.write_atomically: a killed or full-disk run leaves the earlier
 # file or none, never half a table, and a failed write is one OutputError naming the file
 
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from tctseg.errors import ConfigError
-from tctseg.outputs import write_atomically
+from tctseg.files.outputs import write_atomically
 from tctseg.settings import INFERENCE_BACKENDS
 
 # the method entry points the sliding window calls, and the names of their outputs

@@ -2,7 +2,7 @@
 
 One BINARY segment per organ class (segment number = class id), coded with its SNOMED CT
 concept under the category "Anatomical Structure" and given its display colour
-(:mod:`tctseg.organs`), algorithm type AUTOMATIC (tctseg and the method's name). Each frame
+(:mod:`tctseg.inference.organs`), algorithm type AUTOMATIC (tctseg and the method's name). Each frame
 references the source slice it lies on (highdicom writes the Derivation Image and Referenced
 Series sequences from the source datasets), so 3D Slicer (QuantitativeReporting) and OHIF
 draw it on the original series. Empty frames are left out, as highdicom does by default.
@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from tctseg.errors import DataError
-from tctseg.organs import ANATOMICAL_STRUCTURE, display_name, organ
+from tctseg.inference.organs import ANATOMICAL_STRUCTURE, display_name, organ
 
 
 def segmentation_dataset(series_folder: Path, labels: np.ndarray, class_names: Sequence[str], algorithm: str):

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence, Union
 
 from tctseg.errors import CheckpointError
-from tctseg.layout import CHECKPOINT_BEST
+from tctseg.files.layout import CHECKPOINT_BEST
 
 if TYPE_CHECKING:
     import torch

@@ -3,7 +3,7 @@ prediction folder (like nnU-Net's ``export_prediction.py``).
 
 Label maps, probabilities and task masks are written through :func:`tctseg.data.io.save_nifti`
 (atomic, never over an input); ``index.json`` and the per-case reports through
-:func:`tctseg.outputs.write_atomically`, so a killed run never leaves a file that looks complete.
+:func:`tctseg.files.outputs.write_atomically`, so a killed run never leaves a file that looks complete.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import numpy as np
 
 from tctseg.data.io import NIFTI_SUFFIXES
 from tctseg.errors import OutputError
+from tctseg.files.layout import PredictionsLayout
+from tctseg.files.outputs import write_atomically
 from tctseg.inference.inputs import PredictionInput
-from tctseg.layout import PredictionsLayout
-from tctseg.outputs import write_atomically
 
 if TYPE_CHECKING:
     from tctseg.preprocessing import PreparedGeometry

@@ -53,6 +53,9 @@ import numpy as np
 from tctseg.data.conversion import dataset_modality
 from tctseg.data.io import save_nifti
 from tctseg.errors import ConfigError, DataError, OutputError, TctsegError
+from tctseg.files.layout import PredictionsLayout
+from tctseg.files.locking import hold_folder_lock, releases_folder_locks
+from tctseg.files.outputs import ensure_writable, write_atomically
 from tctseg.inference.backends import check_backend, network_for
 from tctseg.inference.ensemble import (
     RESULT_INFERENCE_SETTINGS,
@@ -73,9 +76,6 @@ from tctseg.inference.inputs import InputLike, PredictionInput, as_inputs
 from tctseg.inference.postprocess import keep_largest_component
 from tctseg.inference.reports import CaseReports
 from tctseg.inference.sliding_window import sliding_window_probabilities, window_count
-from tctseg.layout import PredictionsLayout
-from tctseg.locking import hold_folder_lock, releases_folder_locks
-from tctseg.outputs import ensure_writable, write_atomically
 from tctseg.predict_options import ReportOptions
 from tctseg.settings import MODALITIES
 

@@ -2,7 +2,7 @@
 
 Three planes through the centre of the predicted organs (the mean voxel of all organ voxels;
 the scan's centre when nothing is predicted): axial, coronal and sagittal, the scan in grey
-with each organ filled in its colour (:mod:`tctseg.organs`) at 45% opacity, a legend naming
+with each organ filled in its colour (:mod:`tctseg.inference.organs`) at 45% opacity, a legend naming
 the organs with their volumes, and the patient's directions at the edges. Radiological view:
 the patient's right on the viewer's left (axial, coronal), anterior on the left (sagittal),
 anterior and superior up; each plane at its true aspect ratio from the voxel spacing.
@@ -25,7 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from tctseg.organs import display_name, organ  # noqa: E402
+from tctseg.inference.organs import display_name, organ  # noqa: E402
 from tctseg.preprocessing.intensity import display_window  # noqa: E402
 
 ORGAN_OPACITY = 0.45

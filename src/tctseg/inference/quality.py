@@ -35,7 +35,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from tctseg.organs import display_name
+from tctseg.inference.organs import display_name
 from tctseg.predict_options import DEFAULT_QC_THRESHOLD, ENSEMBLE_QC_THRESHOLD
 
 AUX_THRESHOLD = 0.5  # gʲ > ½: the ATH's two-class argmax

@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from tctseg.errors import ConfigError
+from tctseg.files.layout import PredictionsLayout
 from tctseg.inference.dicom_seg import segmentation_dataset
 from tctseg.inference.preview import render_preview
 from tctseg.inference.quality import (
@@ -33,7 +34,6 @@ from tctseg.inference.quality import (
     organ_quality,
 )
 from tctseg.inference.statistics import organ_statistics, statistics_csv
-from tctseg.layout import PredictionsLayout
 from tctseg.predict_options import ENSEMBLE_QC_THRESHOLD, ReportOptions
 
 

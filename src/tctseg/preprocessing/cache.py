@@ -36,8 +36,8 @@ from tctseg.config import Config, DatasetConfig, PreprocessingConfig
 from tctseg.data.conversion import SourceCase, find_cases
 from tctseg.data.conversion.common import select_cases
 from tctseg.errors import ConfigError, DataError, OutputError, TctsegError
-from tctseg.locking import folder_lock
-from tctseg.outputs import ensure_writable
+from tctseg.files.locking import folder_lock
+from tctseg.files.outputs import ensure_writable
 from tctseg.preprocessing.geometry import to_prepared
 from tctseg.preprocessing.scan import prepare_scan, prepared_settings
 

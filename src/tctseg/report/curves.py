@@ -18,7 +18,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tctseg.run_records import read_log_columns  # noqa: E402
+from tctseg.files.run_records import read_log_columns  # noqa: E402
 
 
 def training_curves_png(log_csv: str | Path) -> bytes | None:

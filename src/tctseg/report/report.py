@@ -37,13 +37,13 @@ from typing import Any
 import tctseg
 from tctseg.config import config_from_dict, read_yaml
 from tctseg.errors import ConfigError, DataError, TctsegError, TctsegWarning
+from tctseg.files.layout import ExperimentLayout, RunLayout
+from tctseg.files.outputs import ensure_writable, output_errors, write_atomically
+from tctseg.files.run_records import final_run_folder
 from tctseg.inference.predict import training_modality
-from tctseg.layout import ExperimentLayout, RunLayout
-from tctseg.outputs import ensure_writable, output_errors, write_atomically
 from tctseg.report.curves import training_curves_png
 from tctseg.report.document import Block, Heading, Image, Paragraph, Preformatted, Table, render_html, render_markdown
 from tctseg.report.overlays import class_overlays, load_index
-from tctseg.run_records import final_run_folder
 
 
 

@@ -7,7 +7,7 @@ a method reports (TCT: ``filter_*``, what the consistency filter did; see
 ``val_dice_<class>`` and ``val_dice_mean`` (the main head) and, for methods with auxiliary
 heads, ``val_ath_dice_<class>`` and ``val_ath_dice_mean``.
 
-Every file is written atomically through :func:`tctseg.outputs.write_atomically`; a full disk
+Every file is written atomically through :func:`tctseg.files.outputs.write_atomically`; a full disk
 is an :class:`~tctseg.errors.OutputError` naming the file (TensorBoard: its folder), like a
 checkpoint's, and the files written before stay as they were.
 """
@@ -19,9 +19,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from tctseg.layout import RunLayout
-from tctseg.outputs import output_errors, write_atomically
-from tctseg.run_records import read_log
+from tctseg.files.layout import RunLayout
+from tctseg.files.outputs import output_errors, write_atomically
+from tctseg.files.run_records import read_log
 
 
 RATIO_NUM, RATIO_DEN = ":num", ":den"

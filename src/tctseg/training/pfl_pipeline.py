@@ -51,11 +51,11 @@ import torch
 from tctseg.checkpoint import load_checkpoint
 from tctseg.config import Config
 from tctseg.errors import ConfigError, DataError
-from tctseg.layout import RunLayout
+from tctseg.files.layout import RunLayout
+from tctseg.files.outputs import write_atomically
+from tctseg.files.run_records import read_pipeline_record
 from tctseg.methods.pfl import pseudo_full_label, stage1_epochs
 from tctseg.devices import resolve_device
-from tctseg.outputs import write_atomically
-from tctseg.run_records import read_pipeline_record
 from tctseg.training import distributed as dist_utils
 from tctseg.training.run_folder import load_cases, open_run_folder
 from tctseg.training.trainer import Trainer

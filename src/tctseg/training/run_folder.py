@@ -8,7 +8,7 @@ Opening refuses a folder that holds another run (unless ``--resume`` / ``--overw
 cannot be written, joins the process group under ``torchrun``, removes a previous run's
 outputs for ``--overwrite`` (rank 0; a staged run's stage folders and ``pipeline.json`` too),
 and lets the other ranks wait until that is done. The names come from
-:class:`tctseg.layout.RunLayout`.
+:class:`tctseg.files.layout.RunLayout`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import yaml
 
 from tctseg.devices import resolve_device
 from tctseg.errors import OutputError
-from tctseg.layout import RunLayout
-from tctseg.outputs import ensure_writable, write_atomically
+from tctseg.files.layout import RunLayout
+from tctseg.files.outputs import ensure_writable, write_atomically
 from tctseg.training import distributed as dist_utils
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ import torch
 
 import tctseg
 from tctseg.errors import CheckpointError, ConfigError, TrainingError
-from tctseg.layout import RunLayout
+from tctseg.files.layout import RunLayout
 from tctseg.settings import OPTIMIZERS, SCHEDULES
 from tctseg.methods import build_method
 from tctseg.training import distributed as dist_utils
@@ -206,7 +206,7 @@ class Trainer:
     ``checkpoint_best.pt`` (best mean validation DSC), ``log.csv``, ``tensorboard/`` and
     ``progress.png`` — all from rank 0 only. ``resume`` continues from ``checkpoint_last.pt``
     (a fresh start when there is none); ``overwrite`` deletes a previous run's outputs.
-    The names come from :class:`tctseg.layout.RunLayout` (``self.layout``); the folder is
+    The names come from :class:`tctseg.files.layout.RunLayout` (``self.layout``); the folder is
     opened by :func:`tctseg.training.run_folder.open_run_folder`, as PFL's pipeline opens its own.
     ``train_cases`` / ``val_cases``: prepared cases; default ``load_prepared(config, role)``
     for roles ``train`` / ``validation``. ``device``: ``cpu``, ``cuda`` or None (CUDA if present).

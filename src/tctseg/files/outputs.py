@@ -1,5 +1,7 @@
 """Output folders and files: prove a folder is writable before any work that could be lost is
-started, and write every file atomically with one handling of a full disk."""
+started, refuse a name too long to exist and an input a run would overwrite, and write files
+atomically with one handling of a full disk (:func:`write_atomically`: every label map,
+metrics file, index, result, report and log; checkpoints share its temporary names)."""
 
 from __future__ import annotations
 

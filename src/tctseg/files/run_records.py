@@ -4,7 +4,7 @@ trainer's resume read it here too), its epoch times.
 
 The report and ``tctseg compare`` read a run folder through these functions, so they need
 neither the trainer nor PFL's pipeline (nor torch) to do it; the names come from
-:class:`tctseg.layout.RunLayout`. The pipeline (:mod:`tctseg.training.pfl_pipeline`) writes
+:class:`tctseg.files.layout.RunLayout`. The pipeline (:mod:`tctseg.training.pfl_pipeline`) writes
 ``pipeline.json`` and resumes from it through :func:`read_pipeline_record`.
 """
 
@@ -16,7 +16,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from tctseg.layout import RunLayout
+from tctseg.files.layout import RunLayout
 
 
 def read_pipeline_record(run_dir: str | Path) -> dict[str, Any] | None:

@@ -3,7 +3,7 @@
 Like nnU-Net's ``utilities/file_path_utilities.py``: the trainer, PFL's pipeline, predict,
 evaluate, run, compare and the report all ask this module for a path instead of spelling a
 name, so a renamed file is renamed here and nowhere else. It only joins paths (no file is
-read or written here; :mod:`tctseg.run_records` reads what a run folder records) and imports
+read or written here; :mod:`tctseg.files.run_records` reads what a run folder records) and imports
 nothing of tctseg.
 
 One method's run folder (:class:`RunLayout`, ``tctseg train`` writes the training part)::
