@@ -326,6 +326,7 @@ def test_labelled_inputs_carry_label_dataset_and_modality_into_the_index(tmp_pat
         "dataset": "phantom",
         "modality": "CT",  # the training data's (kits19), as predict took it; the report draws by it
         "models": [{"checkpoint": None, "sha256": None}],  # a model given in memory has no file to name
+        "backend": "torch",  # what ran the network (predict --backend)
     }
 
 
