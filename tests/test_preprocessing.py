@@ -113,3 +113,30 @@ def test_a_full_ct_slab_resamples_to_the_papers_grid():
     ct = np.random.default_rng(0).normal(0, 300, size=(512, 512, 100)).astype(np.float32)
     prepared, geometry = to_prepared(normalise_ct(ct, (-1024, 1024)), np.diag([0.7, 0.7, 2.5, 1.0]), (1.0, 1.0, 3.0))
     assert prepared.shape == geometry.prepared_shape == (358, 358, 83)
+
+
+@pytest.mark.parametrize("task_probabilities", [False, True])
+def test_labels_back_in_the_scans_order_equal_reorienting_every_class_map(task_probabilities):
+    """labels_in_original_space takes the argmax on the RAS grid and reorients the uint8 maps
+    once: the same labels, probabilities and task masks as reorienting each class map first."""
+    from tctseg.inference.export import TASK_THRESHOLD, labels_in_original_space
+
+    # a permuted, flipped scan (axes z, -x, y) at anisotropic spacing
+    affine = np.array([[0, -1.5, 0, 10], [0, 0, 2.0, -5], [3.0, 0, 0, 7], [0, 0, 0, 1]])
+    geometry = plan_geometry(affine, (11, 13, 9), (2.0, 2.0, 2.0))
+    rng = np.random.default_rng(0)
+    channels = 3
+    probabilities = rng.random((channels, *geometry.prepared_shape)).astype(np.float32)
+    labels, scaled, masks = labels_in_original_space(
+        probabilities, geometry, want_probabilities=True, task_probabilities=task_probabilities,
+        want_task_masks=task_probabilities,
+    )
+    maps = np.stack([to_original(probabilities[c], geometry, mode="linear") for c in range(channels)])
+    if task_probabilities:
+        best = np.where(maps.max(0) > TASK_THRESHOLD, maps.argmax(0) + 1, 0)
+        np.testing.assert_array_equal(masks, np.moveaxis(maps > TASK_THRESHOLD, 0, -1).astype(np.uint8))
+    else:
+        best = maps.argmax(0)
+    assert labels.shape == (11, 13, 9) and labels.dtype == np.uint8
+    np.testing.assert_array_equal(labels, best)
+    np.testing.assert_array_equal(scaled, np.moveaxis(np.clip(np.rint(maps * 255.0), 0, 255).astype(np.uint8), 0, -1))

@@ -68,7 +68,9 @@ def labels_in_original_space(
     """Prepared-space probabilities ``[C, X', Y', Z']`` → original-grid labels ``[X, Y, Z]`` uint8.
 
     Each class map is resampled back (linear) on its own and the argmax kept running, so the
-    peak memory is a few original-size volumes, not C of them. With ``want_probabilities``
+    peak memory is a few original-size volumes, not C of them; the maps stay in RAS voxel
+    order and only the uint8 results are reoriented to the scan's, once (the same values as
+    reorienting every map: a permutation and flips). With ``want_probabilities``
     also returns uint8 probabilities ``[X, Y, Z, C]`` (round(255·p)).
 
     ``task_probabilities``: the C = N channels are task probabilities σ_c (no background);
@@ -78,11 +80,11 @@ def labels_in_original_space(
 
     Returns ``(labels, probabilities or None, task masks or None)``.
     """
-    from tctseg.preprocessing import to_original
+    from tctseg.preprocessing.geometry import from_ras_grid, resample
 
     if want_task_masks and not task_probabilities:
         raise ValueError("task masks need task probabilities")
-    shape = tuple(geometry.original_shape)
+    shape = tuple(geometry.ras_shape)  # the scan's grid in RAS order; reoriented at the end
     channels = probabilities.shape[0]
     labels = np.zeros(shape, dtype=np.uint8)
     # a task must beat ½ to be foreground; a softmax class must beat the classes before it
@@ -90,16 +92,27 @@ def labels_in_original_space(
     offset = 1 if task_probabilities else 0  # task c is label c + 1
     scaled = np.zeros(shape + (channels,), dtype=np.uint8) if want_probabilities else None
     masks = np.zeros(shape + (channels,), dtype=np.uint8) if want_task_masks else None
+    better = np.empty(shape, dtype=bool)
     for c in range(channels):
-        channel = to_original(np.ascontiguousarray(probabilities[c], dtype=np.float32), geometry, mode="linear")
-        better = channel > best  # strict: ties keep the lower class id, like argmax
+        channel = resample(np.ascontiguousarray(probabilities[c], dtype=np.float32), shape, "linear")
+        np.greater(channel, best, out=better)  # strict: ties keep the lower class id, like argmax
         labels[better] = c + offset
         np.maximum(best, channel, out=best)
         if scaled is not None:
             scaled[..., c] = np.clip(np.rint(channel * 255.0), 0, 255).astype(np.uint8)
         if masks is not None:
             masks[..., c] = channel > TASK_THRESHOLD
-    return labels, scaled, masks
+        del channel
+    del best, better
+
+    def back(ras: np.ndarray | None) -> np.ndarray | None:
+        if ras is None:
+            return None
+        if ras.ndim == 3:
+            return from_ras_grid(ras, geometry)
+        return np.ascontiguousarray(np.moveaxis(from_ras_grid(np.moveaxis(ras, -1, 0), geometry), 0, -1))
+
+    return back(labels), back(scaled), back(masks)
 
 
 # --------------------------------------------------------------------------- writing

@@ -129,8 +129,15 @@ def to_original(array: np.ndarray, geometry: PreparedGeometry, mode: str = "near
     ``array``: a label map [X', Y', Z'] (``mode="nearest"``) or probabilities/logits
     [C, X', Y', Z'] (``mode="linear"``; returns [C, *original_shape]).
     """
-    channels = array.ndim == 4
-    ras = resample(array, geometry.ras_shape, mode)
+    return from_ras_grid(resample(array, geometry.ras_shape, mode), geometry)
+
+
+def from_ras_grid(ras: np.ndarray, geometry: PreparedGeometry) -> np.ndarray:
+    """An array on the scan's own grid in RAS voxel order ([X, Y, Z] or [C, X, Y, Z], what
+    :func:`to_original` resamples to) -> the scan's voxel order: a permutation and flips, exact.
+    A caller that combines several resampled maps (an argmax over classes) can combine them
+    in RAS order and reorient the result once, instead of copying each map."""
+    channels = ras.ndim == 4
     ornt = nib.io_orientation(geometry.original_affine)
     back = nib.orientations.ornt_transform(RAS_ORNT, ornt)
     if channels:  # nibabel reorients the first three axes; put channels last meanwhile
