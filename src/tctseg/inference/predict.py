@@ -343,7 +343,11 @@ def _predict_case(run: _Run, case: PredictionInput) -> None:
     run_aux = reports is not None and reports.wants_aux
     volume = load_volume(case.image)
     image, geometry = prepare_image(volume, run.modality, config)
+    affine = volume.affine
+    if reports is None:  # only the reports read the scan's intensities again: free them (a CT: 0.6 GB)
+        del volume
     probs, member_labels = _ensemble_probabilities(run, image, geometry, run_aux, case.tasks)
+    del image
     aux_probs = None
     if run_aux:  # [2N+1, ...]: the main head's N+1 channels, then the N ATHs' gʲ
         probs, aux_probs = probs[: config.num_classes + 1], probs[config.num_classes + 1 :]
@@ -360,11 +364,11 @@ def _predict_case(run: _Run, case: PredictionInput) -> None:
                 masks[..., c] = keep_largest_component(masks[..., c], [1])
     prediction, probabilities, task_masks = _output_paths(run, case.case_id)
     # the input's own affine: the label map lies voxel for voxel on the scan
-    save_nifti(labels, volume.affine, prediction, protect=run.protect)
+    save_nifti(labels, affine, prediction, protect=run.protect)
     if scaled is not None and probabilities is not None:
-        save_nifti(scaled, volume.affine, probabilities, protect=run.protect, scale=1.0 / 255.0)
+        save_nifti(scaled, affine, probabilities, protect=run.protect, scale=1.0 / 255.0)
     if masks is not None and task_masks is not None:
-        save_nifti(masks, volume.affine, task_masks, protect=run.protect)
+        save_nifti(masks, affine, task_masks, protect=run.protect)
     if reports is not None:
         reports.add(case.case_id, Path(case.image), volume, labels, scaled, aux_probs, geometry, member_labels)
 
