@@ -58,7 +58,7 @@ def checkpoint(tmp_path_factory) -> Path:
 
 
 def test_unknown_missing_and_gpu_backends_are_one_line_errors(monkeypatch):
-    with pytest.raises(ConfigError, match="backend 'tensorrt': choose one of torch, onnxruntime, openvino"):
+    with pytest.raises(ConfigError, match="backend 'tensorrt': choose one of torch, onnxruntime, openvino, openvino-bf16"):
         check_backend("tensorrt", "cpu")
     with pytest.raises(ConfigError, match="backend onnxruntime: runs on the CPU only"):
         check_backend("onnxruntime", "cuda")
@@ -97,6 +97,25 @@ def test_a_backend_predicts_the_real_ct_as_eager_pytorch_does(checkpoint, backen
     stamp = exported[0].stat().st_mtime_ns
     predict_cases(checkpoint, [CT], tmp_path / "again", progress=False, backend=backend)
     assert exported[0].stat().st_mtime_ns == stamp
+
+
+def test_openvino_bf16_computes_the_same_network_to_bf16_precision(tmp_path):
+    """bf16 is not PyTorch to the voxel (its agreement on trained models: BENCHMARKS.md); its
+    logits are the network's to within bf16's precision (8 mantissa bits, ~0.4 % per
+    operation, compounding over the layers): small on average against their spread, and
+    correlated with them almost perfectly."""
+    if not backends.backend_available("openvino-bf16"):
+        pytest.skip("openvino is not installed (pip install '.[fast-cpu]')")
+    torch.manual_seed(2)
+    method = build_method(_config()).eval()
+    network = network_for(method, "predict_logits", "openvino-bf16", PATCH, scratch=tmp_path)
+    windows = torch.rand(2, 1, *PATCH)
+    with torch.inference_mode():
+        reference = method.predict_logits(windows)
+    got = network(windows)
+    assert got.shape == reference.shape
+    assert float((got - reference).abs().mean()) <= 0.02 * float(reference.std())
+    assert float(torch.corrcoef(torch.stack([got.flatten(), reference.flatten()]))[0, 1]) >= 0.999
 
 
 @pytest.mark.parametrize("backend", OPTIONAL)

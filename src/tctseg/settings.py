@@ -28,8 +28,8 @@ AMP_MODES = ("auto", "bf16", "fp16", "off")
 # train.augment_preset → tctseg.data.augment.AUGMENT_PRESETS
 AUGMENT_PRESETS = ("light", "strong")
 
-# predict --backend / inference.backend → tctseg.inference.backends (the last two: pip install ".[fast-cpu]")
-INFERENCE_BACKENDS = ("torch", "onnxruntime", "openvino")
+# predict --backend → tctseg.inference.backends (all but torch: pip install ".[fast-cpu]")
+INFERENCE_BACKENDS = ("torch", "onnxruntime", "openvino", "openvino-bf16")
 
 # network.norm → tctseg.network.unet.make_norm
 NORMS = ("batch", "instance", "group", "none")

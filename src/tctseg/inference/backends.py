@@ -5,6 +5,9 @@
   CPU provider (graph optimisations on, as many threads as torch uses).
 - ``openvino``: the same ONNX file compiled by OpenVINO for the CPU, at fp32 (OpenVINO would
   pick bf16 on CPUs with AMX; fp32 keeps the label maps those of PyTorch).
+- ``openvino-bf16``: OpenVINO at bf16 where the CPU computes it (AMX or AVX512-BF16 Xeons:
+  several times faster; elsewhere OpenVINO runs fp32). Its label maps are not PyTorch's to
+  the voxel: BENCHMARKS.md has their agreement on trained models.
 
 The two others are optional (``pip install ".[fast-cpu]"``) and CPU-only; asking for one
 that is not installed, on a GPU, or for a call it cannot export (Hermes' per-dataset task
@@ -42,7 +45,7 @@ ENTRY_OUTPUTS = {
     "task_logits": ("task_logits",),
 }
 # the Python package each optional backend needs
-BACKEND_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+BACKEND_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "openvino-bf16": "openvino"}
 INSTALL_HINT = 'pip install ".[fast-cpu]"'
 
 
@@ -156,16 +159,17 @@ class ExportedNetwork:
             session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
             name = session.get_inputs()[0].name
             self._run: Callable[[np.ndarray], list[np.ndarray]] = lambda x: session.run(None, {name: x})
-        elif backend == "openvino":
+        elif backend in ("openvino", "openvino-bf16"):
             import openvino as ov
 
+            precision = "bf16" if backend == "openvino-bf16" else "f32"
             compiled = ov.Core().compile_model(
                 str(self.path), "CPU",
-                {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"},
+                {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"},
             )
             self._run = lambda x: [compiled(x)[out] for out in compiled.outputs]
         else:
-            raise ValueError(f"backend must be onnxruntime or openvino, got {backend!r}")
+            raise ValueError(f"backend must be onnxruntime, openvino or openvino-bf16, got {backend!r}")
 
     def __call__(self, window: torch.Tensor):
         x = np.ascontiguousarray(window.detach().to("cpu", torch.float32).numpy())
