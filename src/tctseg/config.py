@@ -13,7 +13,7 @@ is a YAML mapping whose sections mirror the dataclasses below::
 
 Unknown keys and ill-typed values raise :class:`~tctseg.errors.ConfigError` naming the key
 (``train.epochs: expected int, got 'five'``); so does a dataset or class name that is not a
-plain folder name (``datasets.0.name: dataset name '/data/kits19' is not a plain name ...``),
+plain folder name (``datasets.0.name: dataset name 'data/kits19' is not a plain name ...``),
 a value out of its range (``train.num_workers: must be >= 0, got -1``, a ``ct_clip`` whose low
 bound is not below its high one), a ``method.options`` key no method reads, and a
 ``train.patch_size`` × ``batch_size`` × ``network.width`` whose training step is estimated
