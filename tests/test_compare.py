@@ -14,7 +14,7 @@ from _training_data import CLASSES, PATCH, tiny_config, write_nnunet_dataset
 from tctseg.cli import main as cli_main
 from tctseg.compare import TABLE_NAMES, fraction_cases, mean_sd, split_half, with_training_fraction
 from tctseg.compare.efficiency import inference_parameters
-from tctseg.compare.experiments import ABLATIONS, metric_cells
+from tctseg.compare.experiments import ABLATIONS, dropped_classes, dropped_note, metric_cells
 from tctseg.errors import ConfigError
 from tctseg.methods import build_method
 from tctseg.network import count_parameters
@@ -96,12 +96,34 @@ def test_main_and_generalisation_rows_are_methods_columns_classes(compared):
     metrics = json.loads((output / "main" / "tct" / "seed0" / "tct" / "metrics" / "metrics.json").read_text())
     assert rows[0][1] == f"{100 * metrics['per_class']['liver']['dsc']:.2f}"
     assert rows[0][3] == f"{metrics['per_class']['liver']['hd95']:.2f}"
+    # the dropped-class count covers every method's scored (run, class) pairs
+    comments, _, _ = _read_csv(output / "tables" / "main.csv")
+    dropped = [c for c in comments if "Dropped classes" in c]
+    assert len(dropped) == 1 and f"tct {_dropped_count(rows[0])}" in dropped[0]
 
     _, header, rows = _read_csv(output / "tables" / "generalisation.csv")
     assert header == ["test dataset", "fully labeled", "method"] + metric_columns
     assert [r[:3] for r in rows] == [["liver_test", "no", "tct"], ["liver_test", "no", "tal"],
                                      ["full_test", "yes", "tct"], ["full_test", "yes", "tal"]]
     assert rows[0][4] == "–"  # liver_test does not annotate the spleen
+
+
+def _dropped_count(row: list[str]) -> str:
+    """'K of N': of a one-seed main row's scored class DSC cells, N, how many are below 10 %."""
+    cells = [cell for cell in row[1:1 + len(CLASSES)] if cell != "–"]
+    return f"{sum(float(cell) < 10.0 for cell in cells)} of {len(cells)}"
+
+
+def test_dropped_classes_are_counted_per_run_below_ten_percent():
+    runs = [
+        {"per_class": {"liver": {"dsc": 0.80}, "spleen": {"dsc": 0.05}}},
+        {"per_class": {"liver": {"dsc": 0.0949}, "spleen": {"dsc": 0.10}}},
+        {"per_class": {"liver": {"dsc": 0.70}}},  # the spleen not scored: not counted
+    ]
+    assert dropped_classes(runs, ["liver", "spleen"]) == [(0, "spleen", 0.05), (1, "liver", 0.0949)]
+    note = dropped_note({"tct": runs, "tal": runs[:1]}, ["liver", "spleen"])
+    assert "tct 2 of 5 (seed 0 spleen 5.0 %; seed 1 liver 9.5 %)" in note
+    assert "tal 1 of 2 (seed 0 spleen 5.0 %)" in note
 
 
 def test_efficiency_lowdata_ablation_and_transfer_tables(compared):

@@ -55,6 +55,9 @@ DEFAULT_FRACTIONS = (0.2, 0.5, 1.0)
 PAPER_PATCH = (192, 192, 64)
 # the from-scratch row of the transfer table: the bare U-Net with a plain (marginal) Dice loss
 TRANSFER_SCRATCH_METHOD = "tal"
+# a class whose test DSC (its mean over the test cases) is below this in a run was "dropped"
+# by that run: the model never learned the organ (issue 26's count)
+DROPPED_DSC = 0.10
 
 # (paper table, variant folder, row label, method switches changed from the config's own)
 ABLATIONS: tuple[tuple[str, str, str, dict[str, Any]], ...] = (
@@ -86,6 +89,34 @@ def metric_cells(results: Sequence[dict[str, Any]], classes: Sequence[str], data
     dsc = [mean_sd([p.get(c, {}).get("dsc") for p in per_class], scale=100) for c in classes]
     hd = [mean_sd([p.get(c, {}).get("hd95") for p in per_class]) for c in classes]
     return dsc + hd + [mean_sd([s.get("mean_dsc") for s in scores], scale=100), mean_sd([s.get("mean_hd95") for s in scores])]
+
+
+def dropped_classes(results: Sequence[dict[str, Any]], classes: Sequence[str],
+                    below: float = DROPPED_DSC) -> list[tuple[int, str, float]]:
+    """``(run index, class, DSC)`` of every class a run scored below ``below``, in run order.
+
+    ``results``: one ``result.json`` per seed. A class a run did not score (no test case
+    annotates it) is not counted.
+    """
+    dropped = []
+    for k, result in enumerate(results):
+        for name in classes:
+            dsc = _class_dsc(result, name)
+            if dsc is not None and not math.isnan(float(dsc)) and float(dsc) < below:
+                dropped.append((k, name, float(dsc)))
+    return dropped
+
+
+def dropped_note(results: dict[str, Sequence[dict[str, Any]]], classes: Sequence[str]) -> str:
+    """The main table's line counting each method's dropped classes (:func:`dropped_classes`)."""
+    parts = []
+    for method, runs in results.items():
+        scored = sum(_class_dsc(r, c) is not None for r in runs for c in classes)
+        dropped = dropped_classes(runs, classes)
+        which = "; ".join(f"seed {k} {name} {100 * dsc:.1f} %" for k, name, dsc in dropped)
+        parts.append(f"{method} {len(dropped)} of {scored}" + (f" ({which})" if which else ""))
+    return (f"Dropped classes (a class whose test DSC is below {100 * DROPPED_DSC:.0f} % in a run), "
+            f"out of runs × classes: {', '.join(parts)}.")
 
 
 def seed_config(config: Config, seed_index: int) -> Config:
@@ -209,6 +240,7 @@ class Comparison:
             f"Test datasets: {counts}; each case is scored on the classes its dataset annotates.",
             self.sets.describe(),
             "DSC in %, HD95 in mm; mean ± sd (sample sd) over seeds.",
+            dropped_note(results, classes),
         ]
         per_task = [m for m in results if method_class(m).task_prompted]
         if per_task:
