@@ -180,6 +180,59 @@ def test_cli_config_uses_btcvs_own_label_ids(tmp_path, capsys):
     assert per_class["liver"]["dsc"] == 1.0 and per_class["spleen"]["dsc"] == 1.0
 
 
+def test_cli_config_uses_the_dataset_json_ids_of_chaos(tmp_path, capsys):
+    """Found scoring the CHAOS validation subjects: `--config` with a chaos_nifti dataset took
+    the ground truth as global ids, so spleen (CHAOS id 4) and right kidney (2) scored 0 with
+    no error. The ids come from the dataset's dataset.json, as its converter reads them."""
+    data = tmp_path / "chaos"
+    data.mkdir()
+    (data / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "MRI"}, "file_ending": ".nii.gz",
+        "labels": {"background": 0, "liver": 1, "right_kidney": 2, "left_kidney": 3, "spleen": 4},
+    }))
+    config = tmp_path / "c.yaml"
+    config.write_text(f"classes: [liver, spleen, left_kidney, right_kidney]\ndatasets:\n"
+                      f"  - {{name: val, format: chaos_nifti, path: {data}, role: validation}}\n")
+    gt = np.zeros((4, 4, 4), np.uint8)
+    pred = np.zeros((4, 4, 4), np.uint8)
+    for x, chaos_id, global_id in ((0, 1, 1), (1, 4, 2), (2, 3, 3), (3, 2, 4)):
+        gt[x, :2] = chaos_id
+        pred[x, :2] = global_id
+    _save(tmp_path / "gt" / "chaos_31.nii.gz", gt)
+    _save(tmp_path / "pred" / "chaos_31.nii.gz", pred)
+    args = ["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "--config", str(config),
+            "--dataset", "val", "--out", str(tmp_path / "m"), "--no-progress"]
+    assert main(args) == 0, capsys.readouterr().err
+    per_class = json.loads((tmp_path / "m" / "metrics.json").read_text())["per_class"]
+    assert {name: c["dsc"] for name, c in per_class.items()} == {
+        "liver": 1.0, "spleen": 1.0, "left_kidney": 1.0, "right_kidney": 1.0}
+
+    (data / "dataset.json").unlink()  # without it the ids are unknown: an error, not a guess
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "dataset.json: not found" in err[0] and "--label-map" in err[0], err
+
+
+def test_cli_config_merges_kits19_tumour_into_the_kidney(tmp_path, capsys):
+    """KiTS19's own ids (1 kidney, 2 tumour) need no folder; the tumour scores as kidney, as
+    the converter trains it (SPEC "Preprocessing")."""
+    config = tmp_path / "c.yaml"
+    config.write_text("classes: [liver, kidney]\ndatasets:\n  - {name: kits, format: kits19, path: absent, role: test}\n")
+    gt = np.zeros((4, 4, 4), np.uint8)
+    gt[:2] = 1
+    gt[0, 0] = 2  # tumour inside the kidney
+    pred = np.zeros((4, 4, 4), np.uint8)
+    pred[:2] = 2  # global kidney
+    _save(tmp_path / "gt" / "case_00000.nii.gz", gt)
+    _save(tmp_path / "pred" / "case_00000.nii.gz", pred)
+    code = main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "--config", str(config),
+                 "--dataset", "kits", "--out", str(tmp_path / "m"), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    per_class = json.loads((tmp_path / "m" / "metrics.json").read_text())["per_class"]
+    assert per_class["kidney"]["dsc"] == 1.0 and "liver" not in per_class
+
+
 def test_cli_refuses_output_inside_ground_truth(tmp_path, capsys):
     (tmp_path / "gt").mkdir()
     (tmp_path / "pred").mkdir()

@@ -5,25 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tctseg.errors import ConfigError, OutputError
+from tctseg.errors import ConfigError, DataError, OutputError
 from tctseg.files.layout import MetricsLayout, RunLayout
 from tctseg.files.outputs import ensure_writable
 
 NAME = "evaluate"
 HELP = "score predicted label maps against ground truths (DSC, HD95 in mm)"
-
-# Converters of these formats know the dataset's label ids; until they are wired here, the
-# user gives the map.
-FORMATS_NEEDING_LABEL_MAP = ("btcv", "word", "amos")
-
-
-def default_label_map(dataset_format: str, classes: list[str]) -> dict[int, str]:
-    """The fully labeled test sets' own label ids (from their converters) → global classes;
-    organs the config does not segment count as background."""
-    from tctseg.data.conversion import amos, btcv, word
-
-    table = {"btcv": btcv.BTCV_LABELS, "word": word.WORD_LABELS, "amos": amos.AMOS_LABELS}[dataset_format]
-    return {i: (name if name in classes else "background") for i, name in table.items() if i != 0}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classes", help="global class names in id order, e.g. liver,spleen,left_kidney")
     parser.add_argument(
         "--label-map",
-        help="ground-truth id → class, e.g. '1:spleen,2:right_kidney' (default: the ground truth holds global ids)",
+        help="ground-truth id → class, e.g. '1:spleen,2:right_kidney' (default with --config: the dataset's "
+        "own ids as its converter maps them, e.g. from its dataset.json; without: the ground truth holds global ids)",
     )
     parser.add_argument("--annotated", help="classes the ground truth annotates (default: every class the map reaches)")
     parser.add_argument("--config", type=Path, help="take classes, label map and annotated classes from this config")
@@ -125,11 +113,17 @@ def _classes_and_map(args: argparse.Namespace) -> tuple[list[str], dict[int, str
         names = ", ".join(d.name for d in config.datasets)
         raise ConfigError(f"{args.config}: no dataset named {args.dataset!r} (known: {names})")
     dataset = found[0]
-    if label_map is None:
-        label_map = dataset.label_map
-        if label_map is None and dataset.format in FORMATS_NEEDING_LABEL_MAP:
-            label_map = default_label_map(dataset.format, classes)
-    if annotated is None and dataset.classes:
+    if label_map is None:  # the ground truth holds the dataset's own ids: map them as its converter does
+        from tctseg.data.conversion import label_mapping
+
+        try:
+            mapping = label_mapping(dataset, classes)
+        except DataError as e:
+            raise DataError(f"{e}; it says which label id is which organ, or give --label-map") from None
+        label_map = {i: (classes[g - 1] if g else "background") for i, g in mapping.lut.items() if i != 0}
+        if annotated is None:
+            annotated = list(mapping.annotated)
+    elif annotated is None and dataset.classes:
         annotated = list(dataset.classes)
     return classes, label_map, annotated
 
