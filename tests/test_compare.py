@@ -359,3 +359,50 @@ def test_a_method_with_several_seeds_gets_an_ensemble_row_of_its_checkpoints(com
     assert cli_main(args) == 0
     assert "training" not in capsys.readouterr().out
     assert (folder / "result.json").stat().st_mtime_ns == before
+
+
+def test_new_inference_settings_rescore_finished_runs_without_training_them(compared, capsys):
+    """Switching on `inference.largest_component` after the runs: each finished checkpoint
+    predicts and is scored again (with one component per organ), its training is kept (the
+    checkpoint untouched, its training time carried over), the ensemble predicts again; a
+    change of what is trained is still refused."""
+    import nibabel as nib
+    import numpy as np
+    from scipy import ndimage
+
+    config, output = compared
+    args = ["compare", str(config), "--methods", "tal", "--seeds", "2", "--tables", "main",
+            "--output", str(output), "--infer-patch", "16,16,8", "--no-progress"]
+    assert cli_main(args) == 0  # the two seeds and their ensemble exist (reused if there)
+    seed0, seed1 = (output / "main" / "tal" / f"seed{k}" for k in (0, 1))
+    before = json.loads((seed0 / "result.json").read_text())
+    checkpoint = Path(before["checkpoint"])
+    checkpoint_time = checkpoint.stat().st_mtime_ns
+    # a result written before results recorded their training key: its config.yaml says it
+    legacy = json.loads((seed1 / "result.json").read_text())
+    legacy.pop("train_key", None)
+    (seed1 / "result.json").write_text(json.dumps(legacy))
+    ensemble_time = (output / "main" / "tal" / "ensemble" / "result.json").stat().st_mtime_ns
+    capsys.readouterr()
+
+    assert cli_main(args + ["--set", "inference.largest_component=true"]) == 0
+    printed = capsys.readouterr().out
+    assert "training" not in printed
+    assert printed.count("trained before with other inference settings, predicting and scoring again") == 2
+    after = json.loads((seed0 / "result.json").read_text())
+    assert after["key"] != before["key"] and after["train_key"] == before["train_key"]
+    assert after["rescored"] is True and after["train_time_s"] == before["train_time_s"]
+    assert checkpoint.stat().st_mtime_ns == checkpoint_time
+    assert (output / "main" / "tal" / "ensemble" / "result.json").stat().st_mtime_ns != ensemble_time
+    predictions = sorted((seed0 / "tal" / "predictions").rglob("case_*.nii.gz"))
+    assert predictions
+    for path in predictions:
+        labels = np.asarray(nib.load(path).dataobj)
+        for class_id in range(1, len(CLASSES) + 1):
+            assert ndimage.label(labels == class_id, np.ones((3, 3, 3)))[1] <= 1, (path, class_id)
+    # the run's table cell is the re-scored run
+    _, header, rows = _read_csv(output / "tables" / "main.csv")
+    assert "±" in rows[0][header.index("mean DSC (%)")]
+
+    assert cli_main(args + ["--set", "inference.largest_component=true", "--set", "train.lr=0.002"]) == 2
+    assert "holds a run of another config or data" in capsys.readouterr().err

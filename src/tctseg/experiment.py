@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from tctseg.checkpoint import load_checkpoint, recorded_sources
-from tctseg.config import Config
+from tctseg.config import Config, InferenceConfig
 from tctseg.data.conversion import find_cases
 from tctseg.data.io import save_nifti
 from tctseg.errors import ConfigError, DataError
@@ -89,7 +89,7 @@ def case_tasks(case: TestCase, classes: Sequence[str]) -> tuple[int, ...]:
 
 def predict_test_cases(
     checkpoint: Path | tuple, cases: Sequence[TestCase], method_dir: Path, *, device: str, progress: bool,
-    task_masks: bool = False, classes: Sequence[str] | None = None,
+    task_masks: bool = False, classes: Sequence[str] | None = None, inference: InferenceConfig | None = None,
 ) -> float:
     """Predict every test case into ``method_dir/predictions/<dataset>/``; returns seconds taken.
 
@@ -97,7 +97,9 @@ def predict_test_cases(
     class's own mask (task-prompted methods). ``classes`` (the config's): each case is
     predicted with the tasks its dataset annotates (:func:`case_tasks`; Hermes then uses only
     their task tokens, as its authors evaluate; the other methods are unchanged); None:
-    every task.
+    every task. ``inference`` (the experiment config's): its settings win over those the
+    checkpoint was trained with, so a run re-scored with new post-processing (e.g.
+    ``largest_component``) uses them; None: the checkpoint's.
     """
     start = time.perf_counter()
     run = RunLayout(method_dir)
@@ -108,8 +110,12 @@ def predict_test_cases(
                             case_tasks(c, classes) if classes is not None else None)
             for c in cases if c.dataset == dataset
         ]
+        settings = {} if inference is None else {
+            "overlap": inference.overlap, "sw_batch_size": inference.sw_batch_size,
+            "tta_flip": inference.tta_flip, "largest_component": inference.largest_component,
+        }
         results += predict_cases(checkpoint, inputs, run.predictions_for(dataset), overwrite=True,
-                                 save_task_masks=task_masks, device=device, progress=progress)
+                                 save_task_masks=task_masks, device=device, progress=progress, **settings)
     failed = [r for r in results if not r.ok]
     if failed:
         raise DataError(f"prediction failed for {len(failed)} test case(s): " + "; ".join(f"{r.case_id}: {r.error}" for r in failed))
@@ -171,7 +177,8 @@ def run_method(
     checkpoint = best if best is not None and best.exists() else Path(summary["last_checkpoint"])
     # each test case with its dataset's tasks (Hermes' evaluation; a new scan's predict: all tasks)
     predict_seconds = predict_test_cases(checkpoint, cases, method_dir, device=device, progress=progress,
-                                         task_masks=per_task, classes=method_config.classes)
+                                         task_masks=per_task, classes=method_config.classes,
+                                         inference=method_config.inference)
     result = evaluate_test_cases(method_config, cases, method_dir, task_masks=per_task)
     mean = result.mean()
     return {

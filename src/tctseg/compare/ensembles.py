@@ -5,8 +5,9 @@ of a method's main-table runs are the members (``tctseg predict A.pt B.pt ... IN
 :mod:`tctseg.inference.ensemble`: the members' probabilities averaged before the label map).
 The ensemble predicts the same test cases as the single runs, is scored the same way, and
 lands in ``<output>/main/<method>/ensemble/`` (``<method>/predictions``, ``<method>/metrics``
-and ``result.json``). Its key is the members' checkpoints (path, size, modification time):
-a rerun with the same finished seeds reuses it; a new seed or a retrained one predicts again.
+and ``result.json``). Its key is the members' checkpoints (path, size, modification time)
+and the config's ``inference`` settings: a rerun with the same finished seeds reuses it; a new
+seed, a retrained one or new inference settings (e.g. ``largest_component``) predict again.
 
 One ensemble is one prediction per case, so its row has no sd over seeds; the cost is K
 networks per scan (``predict_time_s``, and ``seconds_per_case``).
@@ -28,13 +29,16 @@ from tctseg.files.outputs import write_atomically
 from tctseg.methods import method_class
 
 
-def members_key(checkpoints: Sequence[Path]) -> str:
-    """A short hash of the members: each checkpoint's path, size and modification time."""
-    identity = []
+def members_key(checkpoints: Sequence[Path], inference: dict[str, Any] | None = None) -> str:
+    """A short hash of the members (each checkpoint's path, size and modification time) and
+    the inference settings they predict with (``Config.to_dict()["inference"]``)."""
+    identity: list[Any] = []
     for checkpoint in checkpoints:
         stat = Path(checkpoint).stat()
         identity.append([str(checkpoint), stat.st_size, stat.st_mtime_ns])
-    return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
+    if inference is not None:
+        identity.append(inference)
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def ensemble_result(
@@ -55,7 +59,7 @@ def ensemble_result(
     ``seconds_per_case``.
     """
     checkpoints = [Path(r["checkpoint"]) for r in runs]
-    key = members_key(checkpoints)
+    key = members_key(checkpoints, config.to_dict()["inference"])
     layout = ExperimentLayout(folder)
     stored = read_json(layout.result_json)
     if stored is not None and stored.get("key") == key:
@@ -64,7 +68,8 @@ def ensemble_result(
     per_task = method_class(method).task_prompted
     method_dir = layout.method(method).root
     seconds = predict_test_cases(checkpoints, cases, method_dir, device=device, progress=progress,
-                                 task_masks=per_task, classes=method_config.classes)
+                                 task_masks=per_task, classes=method_config.classes,
+                                 inference=method_config.inference)
     scores = evaluate_test_cases(method_config, cases, method_dir, task_masks=per_task)
     mean = scores.mean()
     metrics = read_json(layout.method(method).metrics_json) or {}

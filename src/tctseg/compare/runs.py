@@ -6,7 +6,9 @@ A run is ``experiment.run_method`` (train → predict the test cases → evaluat
 (config, method, test cases, starting weights). On a rerun a folder whose ``result.json``
 has the same key is reused and an unfinished training resumes, so an interrupted compare
 continues; two variants that are the same run (e.g. 100% of the data and the main table)
-train once.
+train once. A run whose key differs only in the config's ``inference`` section (e.g.
+``largest_component`` switched on after the runs) is not trained again: its finished
+checkpoint predicts and is scored again with the new settings.
 """
 
 from __future__ import annotations
@@ -26,12 +28,17 @@ from tctseg.files.outputs import write_atomically
 from tctseg.files.run_records import seconds_per_epoch
 
 
-def run_key(config: Config, method: str, cases: Sequence[TestCase], init_checkpoint: Path | None) -> str:
-    """A short hash of everything that makes a run what it is."""
+def run_key(
+    config: Config, method: str, cases: Sequence[TestCase], init_checkpoint: Path | None, *, training_only: bool = False
+) -> str:
+    """A short hash of everything that makes a run what it is; ``training_only``: of what
+    makes its training (the config without its ``inference`` section)."""
     settings = config.to_dict()
     # where files go and how many workers load them does not change what is trained
     for section, key in (("", "cache_dir"), ("", "output_dir"), ("preprocessing", "workers"), ("train", "num_workers")):
         (settings[section] if section else settings).pop(key, None)
+    if training_only:
+        settings.pop("inference", None)
     identity = {
         "config": settings,
         "method": method,
@@ -74,16 +81,23 @@ class RunBook:
             print(f"[compare {self.count}] {label}: same run as {result['folder']}", flush=True)
             return result
         stored = read_json(experiment.result_json)
+        train_key = run_key(config, method, cases, init_checkpoint, training_only=True)
+        rescored = False
         if stored is not None and not self.overwrite:
-            if stored.get("key") != key:
+            if stored.get("key") == key:
+                print(f"[compare {self.count}] {label}: finished before, reused", flush=True)
+                self.finished[key] = stored
+                return stored
+            if trained_key(stored, method_run.config_yaml, method, cases, init_checkpoint) != train_key:
                 raise OutputError(
                     f"{experiment.result_json}: holds a run of another config or data; "
                     "use another --output, or --overwrite to train again"
                 )
-            print(f"[compare {self.count}] {label}: finished before, reused", flush=True)
-            self.finished[key] = stored
-            return stored
-        print(f"[compare {self.count}] {label}: training {config.train.epochs} epoch(s) ...", flush=True)
+            rescored = True
+            print(f"[compare {self.count}] {label}: trained before with other inference settings, "
+                  "predicting and scoring again", flush=True)
+        else:
+            print(f"[compare {self.count}] {label}: training {config.train.epochs} epoch(s) ...", flush=True)
         # an interrupted training resumes; a fresh folder starts without a resume warning
         started = any(marker.exists() for marker in method_run.markers)
         summary = run_method(
@@ -92,9 +106,14 @@ class RunBook:
             device=self.device, progress=self.progress, init_checkpoint=init_checkpoint,
         )
         metrics = read_json(method_run.metrics_json) or {}
+        if rescored:  # the training's own time, from its first result; this call only predicted
+            summary = {**summary, "train_time_s": stored.get("train_time_s", summary["train_time_s"]),
+                       "wall_time_s": round(float(stored.get("train_time_s") or 0) + summary["predict_time_s"], 1),
+                       "rescored": True}
         result = json_safe({
             **summary,
             "key": key,
+            "train_key": train_key,
             "method": method,
             "folder": str(folder),
             "epoch_time_s": seconds_per_epoch(method_run.root),  # PFL: all its stages
@@ -104,9 +123,29 @@ class RunBook:
         write_atomically(experiment.result_json, lambda tmp: tmp.write_text(text, encoding="utf-8"), "the run's result")
         mean = result.get("mean_dsc")
         shown = "–" if mean is None else f"{100 * mean:.1f}%"
-        print(f"[compare {self.count}] {label}: done in {summary['wall_time_s']:.0f} s, mean DSC {shown}", flush=True)
+        took = summary["predict_time_s"] if rescored else summary["wall_time_s"]
+        print(f"[compare {self.count}] {label}: done in {took:.0f} s, mean DSC {shown}", flush=True)
         self.finished[key] = result
         return result
+
+
+def trained_key(
+    stored: dict[str, Any], config_yaml: Path, method: str, cases: Sequence[TestCase], init_checkpoint: Path | None
+) -> str | None:
+    """The training key of a stored run: its ``train_key``, or for a result written before
+    that field existed, the key of the config its training wrote (``config.yaml``); None
+    when neither can be read."""
+    if stored.get("train_key"):
+        return str(stored["train_key"])
+    from tctseg.config import load_config
+    from tctseg.errors import TctsegError
+
+    if not config_yaml.is_file():
+        return None
+    try:
+        return run_key(load_config(config_yaml), method, cases, init_checkpoint, training_only=True)
+    except TctsegError:
+        return None
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
