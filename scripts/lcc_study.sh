@@ -31,9 +31,9 @@ score() {  # score NAME OPTIONS CHECKPOINT...
     tctseg predict "$@" "$images" "$pred" $options --overwrite --no-progress >/dev/null
   fi
   if [ ! -f "$pred/metrics/metrics.json" ]; then
-    # CHAOS's own label ids (its dataset.json): 1 liver, 2 right kidney, 3 left kidney, 4 spleen
-    tctseg evaluate "$pred" "$labels" --classes liver,spleen,left_kidney,right_kidney \
-      --label-map 1:liver,2:right_kidney,3:left_kidney,4:spleen --out "$pred/metrics" --no-progress >/dev/null
+    # CHAOS's own label ids, from its dataset.json through the config's chaos_nifti dataset
+    tctseg evaluate "$pred" "$labels" --config configs/chaos_t2_full.yaml --dataset chaos_val \
+      --out "$pred/metrics" --no-progress >/dev/null
   fi
 }
 

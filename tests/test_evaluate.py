@@ -161,6 +161,16 @@ def test_cli_writes_tables_next_to_predictions(tmp_path, capsys):
     assert json.loads((out_dir / "metrics.json").read_text())["dataset"] == "ds"
 
 
+def _evaluate_with_config(tmp_path, capsys, config, dataset, case, gt, pred):
+    """`tctseg evaluate --config CONFIG --dataset NAME` on one case; its ``per_class`` metrics."""
+    _save(tmp_path / "gt" / f"{case}.nii.gz", gt)
+    _save(tmp_path / "pred" / f"{case}.nii.gz", pred)
+    code = main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "--config", str(config),
+                 "--dataset", dataset, "--out", str(tmp_path / "m"), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    return json.loads((tmp_path / "m" / "metrics.json").read_text())["per_class"]
+
+
 def test_cli_config_uses_btcvs_own_label_ids(tmp_path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text("classes: [liver, spleen]\ndatasets:\n  - {name: btcv, format: btcv, path: x, role: test}\n")
@@ -171,12 +181,7 @@ def test_cli_config_uses_btcvs_own_label_ids(tmp_path, capsys):
     pred = np.zeros((4, 4, 4), np.uint8)
     pred[:2, :2, :2] = 1  # global liver
     pred[2:, 2:, 2:] = 2  # global spleen
-    _save(tmp_path / "gt" / "img0001.nii.gz", gt)
-    _save(tmp_path / "pred" / "img0001.nii.gz", pred)
-    code = main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "--config", str(config),
-                 "--dataset", "btcv", "--out", str(tmp_path / "m"), "--no-progress"])
-    assert code == 0, capsys.readouterr().err
-    per_class = json.loads((tmp_path / "m" / "metrics.json").read_text())["per_class"]
+    per_class = _evaluate_with_config(tmp_path, capsys, config, "btcv", "img0001", gt, pred)
     assert per_class["liver"]["dsc"] == 1.0 and per_class["spleen"]["dsc"] == 1.0
 
 
@@ -198,18 +203,14 @@ def test_cli_config_uses_the_dataset_json_ids_of_chaos(tmp_path, capsys):
     for x, chaos_id, global_id in ((0, 1, 1), (1, 4, 2), (2, 3, 3), (3, 2, 4)):
         gt[x, :2] = chaos_id
         pred[x, :2] = global_id
-    _save(tmp_path / "gt" / "chaos_31.nii.gz", gt)
-    _save(tmp_path / "pred" / "chaos_31.nii.gz", pred)
-    args = ["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "--config", str(config),
-            "--dataset", "val", "--out", str(tmp_path / "m"), "--no-progress"]
-    assert main(args) == 0, capsys.readouterr().err
-    per_class = json.loads((tmp_path / "m" / "metrics.json").read_text())["per_class"]
+    per_class = _evaluate_with_config(tmp_path, capsys, config, "val", "chaos_31", gt, pred)
     assert {name: c["dsc"] for name, c in per_class.items()} == {
         "liver": 1.0, "spleen": 1.0, "left_kidney": 1.0, "right_kidney": 1.0}
 
     (data / "dataset.json").unlink()  # without it the ids are unknown: an error, not a guess
     capsys.readouterr()
-    assert main(args) == 2
+    assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "--config", str(config),
+                 "--dataset", "val", "--out", str(tmp_path / "m"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "dataset.json: not found" in err[0] and "--label-map" in err[0], err
 
@@ -224,12 +225,7 @@ def test_cli_config_merges_kits19_tumour_into_the_kidney(tmp_path, capsys):
     gt[0, 0] = 2  # tumour inside the kidney
     pred = np.zeros((4, 4, 4), np.uint8)
     pred[:2] = 2  # global kidney
-    _save(tmp_path / "gt" / "case_00000.nii.gz", gt)
-    _save(tmp_path / "pred" / "case_00000.nii.gz", pred)
-    code = main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "--config", str(config),
-                 "--dataset", "kits", "--out", str(tmp_path / "m"), "--no-progress"])
-    assert code == 0, capsys.readouterr().err
-    per_class = json.loads((tmp_path / "m" / "metrics.json").read_text())["per_class"]
+    per_class = _evaluate_with_config(tmp_path, capsys, config, "kits", "case_00000", gt, pred)
     assert per_class["kidney"]["dsc"] == 1.0 and "liver" not in per_class
 
 

@@ -32,6 +32,7 @@ evaluation passes the test dataset's task list; for the other methods it changes
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -103,6 +104,7 @@ def predict_test_cases(
     """
     start = time.perf_counter()
     run = RunLayout(method_dir)
+    settings = {} if inference is None else dataclasses.asdict(inference)  # predict_cases' own keywords
     results = []
     for dataset in dict.fromkeys(c.dataset for c in cases):
         inputs = [
@@ -110,10 +112,6 @@ def predict_test_cases(
                             case_tasks(c, classes) if classes is not None else None)
             for c in cases if c.dataset == dataset
         ]
-        settings = {} if inference is None else {
-            "overlap": inference.overlap, "sw_batch_size": inference.sw_batch_size,
-            "tta_flip": inference.tta_flip, "largest_component": inference.largest_component,
-        }
         results += predict_cases(checkpoint, inputs, run.predictions_for(dataset), overwrite=True,
                                  save_task_masks=task_masks, device=device, progress=progress, **settings)
     failed = [r for r in results if not r.ok]

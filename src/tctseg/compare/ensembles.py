@@ -15,6 +15,7 @@ networks per scan (``predict_time_s``, and ``seconds_per_case``).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Sequence
@@ -22,22 +23,21 @@ from pathlib import Path
 from typing import Any
 
 from tctseg.compare.runs import json_safe, read_json
-from tctseg.config import Config
+from tctseg.config import Config, InferenceConfig
 from tctseg.experiment import TestCase, evaluate_test_cases, predict_test_cases
 from tctseg.files.layout import ExperimentLayout
 from tctseg.files.outputs import write_atomically
 from tctseg.methods import method_class
 
 
-def members_key(checkpoints: Sequence[Path], inference: dict[str, Any] | None = None) -> str:
+def members_key(checkpoints: Sequence[Path], inference: InferenceConfig) -> str:
     """A short hash of the members (each checkpoint's path, size and modification time) and
-    the inference settings they predict with (``Config.to_dict()["inference"]``)."""
+    the inference settings they predict with."""
     identity: list[Any] = []
     for checkpoint in checkpoints:
         stat = Path(checkpoint).stat()
         identity.append([str(checkpoint), stat.st_size, stat.st_mtime_ns])
-    if inference is not None:
-        identity.append(inference)
+    identity.append(dataclasses.asdict(inference))
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -59,7 +59,7 @@ def ensemble_result(
     ``seconds_per_case``.
     """
     checkpoints = [Path(r["checkpoint"]) for r in runs]
-    key = members_key(checkpoints, config.to_dict()["inference"])
+    key = members_key(checkpoints, config.inference)
     layout = ExperimentLayout(folder)
     stored = read_json(layout.result_json)
     if stored is not None and stored.get("key") == key:

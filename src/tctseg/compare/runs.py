@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tctseg.config import Config
-from tctseg.errors import OutputError
+from tctseg.config import Config, load_config
+from tctseg.errors import OutputError, TctsegError
 from tctseg.experiment import TestCase, run_method
 from tctseg.files.layout import CompareLayout
 from tctseg.files.outputs import write_atomically
@@ -137,9 +137,6 @@ def trained_key(
     when neither can be read."""
     if stored.get("train_key"):
         return str(stored["train_key"])
-    from tctseg.config import load_config
-    from tctseg.errors import TctsegError
-
     if not config_yaml.is_file():
         return None
     try:

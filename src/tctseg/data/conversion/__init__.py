@@ -5,20 +5,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Callable
 
 from tctseg.config import DatasetConfig
 from tctseg.data.conversion import amos, btcv, chaos, kits19, msd, nnunet, word
-from tctseg.data.conversion.common import (
-    LabelMapping,
-    SourceCase,
-    build_mapping,
-    dataset_labels,
-    dataset_root,
-    labels_from_dataset_json,
-    read_dataset_json,
-)
+from tctseg.data.conversion.common import LabelMapping, SourceCase, build_mapping
 from tctseg.errors import ConfigError
 
 CONVERTERS: dict[str, Callable[[DatasetConfig, list[str]], list[SourceCase]]] = {
@@ -66,16 +57,17 @@ def dataset_modality(dataset: DatasetConfig) -> str | None:
     return None
 
 
-# formats whose release fixes its label ids: (table, name); word and amos let a dataset.json
-# in the release folder win over theirs, as their converters do
-BUILTIN_LABELS: dict[str, tuple[dict[int, str], str]] = {
-    "kits19": (kits19.KITS19_LABELS, "KiTS19"),
-    "btcv": (btcv.BTCV_LABELS, "BTCV"),
-    "chaos_dicom": (chaos.CHAOS_LABELS, "CHAOS"),
-    "word": (word.WORD_LABELS, "WORD"),
-    "amos": (amos.AMOS_LABELS, "AMOS"),
+# each format's own label ids → names, and where they come from: what its converter maps
+LABEL_TABLES: dict[str, Callable[[DatasetConfig], tuple[dict[int, str], str]]] = {
+    "kits19": kits19.label_table,
+    "msd": nnunet.label_table,
+    "chaos_nifti": nnunet.label_table,
+    "chaos_dicom": chaos.dicom_label_table,
+    "btcv": btcv.label_table,
+    "word": word.label_table,
+    "amos": amos.label_table,
+    "nnunet": nnunet.label_table,
 }
-DATASET_JSON_WINS = ("word", "amos")
 
 
 def label_mapping(dataset: DatasetConfig, classes: list[str]) -> LabelMapping:
@@ -85,21 +77,13 @@ def label_mapping(dataset: DatasetConfig, classes: list[str]) -> LabelMapping:
 
     Formats read through a dataset.json (msd, chaos_nifti, nnunet) read it from the dataset
     folder: a :class:`~tctseg.errors.DataError` names the file when it is missing. The
-    formats of :data:`BUILTIN_LABELS` need no folder.
+    others need no folder (word and amos read a dataset.json where their folder has one).
     """
-    if dataset.format in DATASET_JSON_DEFAULT_MODALITY:
-        root = dataset_root(dataset)
-        labels = labels_from_dataset_json(read_dataset_json(root), root / "dataset.json")
-        source = "dataset.json"
-    elif dataset.format in BUILTIN_LABELS:
-        table, name = BUILTIN_LABELS[dataset.format]
-        root = Path(dataset.path).expanduser()
-        if dataset.format in DATASET_JSON_WINS and root.is_dir():
-            labels, source = dataset_labels(root, table, name)
-        else:
-            labels, source = table, f"the {name} label list"
-    else:
-        raise ConfigError(f"datasets: format {dataset.format!r} is not one of {', '.join(CONVERTERS)}")
+    try:
+        label_table = LABEL_TABLES[dataset.format]
+    except KeyError:
+        raise ConfigError(f"datasets: format {dataset.format!r} is not one of {', '.join(CONVERTERS)}") from None
+    labels, source = label_table(dataset)
     return build_mapping(labels, dataset, classes, source=source)
 
 

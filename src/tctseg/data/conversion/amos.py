@@ -12,6 +12,8 @@ CT cases (``MR`` only the MRI ones).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tctseg.config import DatasetConfig
 from tctseg.data.conversion.common import (
     SourceCase,
@@ -50,9 +52,15 @@ def case_modality(case_id: str) -> str:
     return "CT" if int(case_id.rsplit("_", 1)[-1]) <= LAST_CT_ID else "MR"
 
 
+def label_table(dataset: DatasetConfig) -> tuple[dict[int, str], str]:
+    """The dataset's own label ids → names (its dataset.json where the release folder has one,
+    else the AMOS table), and where they come from (for error messages)."""
+    return dataset_labels(Path(dataset.path).expanduser(), AMOS_LABELS, "AMOS")
+
+
 def find_cases(dataset: DatasetConfig, classes: list[str]) -> list[SourceCase]:
     root = dataset_root(dataset)
-    labels, source = dataset_labels(root, AMOS_LABELS, "AMOS")
+    labels, source = label_table(dataset)
     mapping = build_mapping(labels, dataset, classes, source=source)
     cases = []
     for images, labels_dir in (("imagesTr", "labelsTr"), ("imagesVa", "labelsVa")):

@@ -42,9 +42,15 @@ def _training_folder(root: Path) -> Path:
     raise DataError(f"{root}: no BTCV 'RawData/Training/img' folder found")
 
 
+def label_table(dataset: DatasetConfig) -> tuple[dict[int, str], str]:
+    """The dataset's own label ids → names, and where they come from (for error messages)."""
+    return BTCV_LABELS, "the BTCV label list"
+
+
 def find_cases(dataset: DatasetConfig, classes: list[str]) -> list[SourceCase]:
     folder = _training_folder(dataset_root(dataset))
-    mapping = build_mapping(BTCV_LABELS, dataset, classes, source="the BTCV label list")
+    labels, source = label_table(dataset)
+    mapping = build_mapping(labels, dataset, classes, source=source)
     triples = []
     for image in visible_files(folder / "img", ".nii.gz"):
         number = image.name[len("img") : -len(".nii.gz")]

@@ -102,9 +102,15 @@ def _mr_folder(root: Path) -> Path:
     raise DataError(f"{root}: no CHAOS MR/<subject>/T2SPIR folders found")
 
 
+def dicom_label_table(dataset: DatasetConfig) -> tuple[dict[int, str], str]:
+    """The DICOM release's label ids (its grey levels' order) → names, and where they come from."""
+    return CHAOS_LABELS, "the CHAOS grey levels"
+
+
 def find_dicom_cases(dataset: DatasetConfig, classes: list[str]) -> list[SourceCase]:
     mr = _mr_folder(dataset_root(dataset))
-    mapping = build_mapping(CHAOS_LABELS, dataset, classes, source="the CHAOS grey levels")
+    labels, source = dicom_label_table(dataset)
+    mapping = build_mapping(labels, dataset, classes, source=source)
     triples = []
     for subject in sorted((p for p in mr.iterdir() if p.is_dir()), key=lambda p: natural_key(p.name)):
         for name, dicom in SEQUENCES:

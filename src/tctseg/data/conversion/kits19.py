@@ -128,10 +128,16 @@ def _case_folders(root: Path) -> list[Path]:
     return folders
 
 
+def label_table(dataset: DatasetConfig) -> tuple[dict[int, str], str]:
+    """The dataset's own label ids → names, and where they come from (for error messages)."""
+    return KITS19_LABELS, "the KiTS19 label list (0, 1, 2)"
+
+
 def find_cases(dataset: DatasetConfig, classes: list[str]) -> list[SourceCase]:
     root = dataset_root(dataset)
     split = "kidney" not in classes and ("left_kidney" in classes or "right_kidney" in classes)
-    mapping = build_mapping(KITS19_LABELS, dataset, classes, source="the KiTS19 label list (0, 1, 2)")
+    labels, source = label_table(dataset)
+    mapping = build_mapping(labels, dataset, classes, source=source)
     wanted = set(dataset.classes or classes)
     left_id = classes.index("left_kidney") + 1 if split and "left_kidney" in classes and "left_kidney" in wanted else 0
     right_id = classes.index("right_kidney") + 1 if split and "right_kidney" in classes and "right_kidney" in wanted else 0

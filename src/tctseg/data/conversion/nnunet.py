@@ -27,6 +27,13 @@ from tctseg.data.conversion.common import (
 from tctseg.errors import DataError
 
 
+def label_table(dataset: DatasetConfig) -> tuple[dict[int, str], str]:
+    """The dataset's own label ids → names from its dataset.json (a DataError names the file
+    when it is missing), and where they come from."""
+    root = dataset_root(dataset)
+    return labels_from_dataset_json(read_dataset_json(root), root / "dataset.json"), "dataset.json"
+
+
 def find_cases(dataset: DatasetConfig, classes: list[str], *, default_modality: str | None = None) -> list[SourceCase]:
     root = dataset_root(dataset)
     info = read_dataset_json(root)

@@ -10,6 +10,8 @@ other way round from BTCV/AMOS. A ``dataset.json`` beside the folders, where pre
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tctseg.config import DatasetConfig
 from tctseg.data.conversion.common import (
     SourceCase,
@@ -43,9 +45,15 @@ WORD_LABELS = {
 SPLITS = (("imagesTr", "labelsTr"), ("imagesVal", "labelsVal"), ("imagesTs", "labelsTs"))
 
 
+def label_table(dataset: DatasetConfig) -> tuple[dict[int, str], str]:
+    """The dataset's own label ids → names (its dataset.json where the release folder has one,
+    else the WORD table), and where they come from (for error messages)."""
+    return dataset_labels(Path(dataset.path).expanduser(), WORD_LABELS, "WORD")
+
+
 def find_cases(dataset: DatasetConfig, classes: list[str]) -> list[SourceCase]:
     root = dataset_root(dataset)
-    labels, source = dataset_labels(root, WORD_LABELS, "WORD")
+    labels, source = label_table(dataset)
     mapping = build_mapping(labels, dataset, classes, source=source)
     triples = []
     for images, labels_dir in SPLITS:
